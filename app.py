@@ -1,0 +1,22 @@
+#!/usr/bin/env python3
+"""CDK entry point: synthesizes the TB-CSS stack offline into cdk.out/."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+
+from infra.stack import TbCssStack
+
+DEFAULT_REGION = "ap-south-1"
+
+
+def build_app(outdir: str = "cdk.out") -> cdk.App:
+    app = cdk.App(outdir=outdir)
+    stage = app.node.try_get_context("stage") or "dev"
+    region = app.node.try_get_context("region") or DEFAULT_REGION
+    TbCssStack(app, f"TbCss-{stage}", stage=stage, env=cdk.Environment(region=region))
+    return app
+
+
+if __name__ == "__main__":
+    build_app().synth()

@@ -1,0 +1,106 @@
+"""Plans module API: the catalog, subscribing and changing plans.
+
+Thin: routing, validation and auth checks here; the rules live in
+shared.services.subscriptions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from typing import Annotated, Any
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.auth import Role, require_owner_or
+from shared.clock import isoformat, system_clock
+from shared.db import DynamoPlanCatalog, DynamoSubscriptionStore
+from shared.events import EventBridgePublisher
+from shared.models import Plan, SubscriberType
+from shared.services.subscriptions import PlanChangeResult, SubscriptionService
+from shared.settings import get_settings
+from shared.web import Idempotency, caller, create_resolver
+
+logger = Logger()
+app = create_resolver()
+idempotency = Idempotency("plans")
+
+USER_ID = r"^[A-Za-z0-9_-]{1,64}$"
+PLAN_ID = r"^[A-Z0-9][A-Z0-9_-]{1,39}$"
+PLAN_CHANGERS = frozenset({Role.AGENT})  # besides the owner (API.md)
+
+
+class PlanChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Annotated[str, Field(pattern=USER_ID)]
+    plan_id: Annotated[str, Field(pattern=PLAN_ID)]
+    effective_at: datetime | None = Field(
+        default=None, description="Optional; must be now (changes are never backdated)"
+    )
+
+
+class Catalog(BaseModel):
+    plans: list[Plan]
+
+
+@lru_cache(maxsize=1)
+def catalog() -> DynamoPlanCatalog:
+    return DynamoPlanCatalog()
+
+
+@lru_cache(maxsize=1)
+def subscriptions() -> SubscriptionService:
+    events = EventBridgePublisher(boto3.client("events"), get_settings().event_bus_name)
+    return SubscriptionService(catalog(), DynamoSubscriptionStore(), events, system_clock())
+
+
+@app.get("/health", summary="Liveness (no auth)")
+def health() -> dict[str, Any]:
+    return {"status": "ok", "time": isoformat(system_clock().now())}
+
+
+@app.get("/plans", summary="The plan catalog", response_description="Plans on sale")
+def list_plans(
+    type: Annotated[SubscriberType | None, Query(description="Only prepaid or postpaid")] = None,
+) -> Catalog:
+    caller(app)
+    plans = [p for p in catalog().list() if p.active and (type is None or p.type is type)]
+    return Catalog(plans=plans)
+
+
+@app.get("/plans/<plan_id>", summary="One plan")
+def get_plan(plan_id: Annotated[str, Path(pattern=PLAN_ID)]) -> Plan:
+    caller(app)
+    return catalog().get(plan_id)
+
+
+@app.post("/subscribe", summary="Start a plan now (409 if one is active)")
+def subscribe(body: PlanChangeRequest) -> PlanChangeResult:
+    require_owner_or(caller(app), body.user_id, PLAN_CHANGERS)
+
+    def action() -> tuple[int, PlanChangeResult]:
+        return 201, subscriptions().subscribe(body.user_id, body.plan_id, body.effective_at)
+
+    return idempotency.run(app, body, action)  # type: ignore[return-value]
+
+
+@app.post("/upgrade", summary="Change the active plan now, with proration")
+def upgrade(body: PlanChangeRequest) -> PlanChangeResult:
+    require_owner_or(caller(app), body.user_id, PLAN_CHANGERS)
+
+    def action() -> tuple[int, PlanChangeResult]:
+        return 200, subscriptions().change_plan(body.user_id, body.plan_id, body.effective_at)
+
+    return idempotency.run(app, body, action)  # type: ignore[return-value]
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    idempotency.register(context)
+    return app.resolve(event, context)

@@ -1,0 +1,142 @@
+"""The resources every module stands on: key, table, bus, identity, REST API."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from infra.function import Packaging, ServiceFunction
+from shared.auth import Role
+from shared.db import GSI1, GSI1PK, GSI1SK, GSI2, GSI2PK, GSI2SK, PK, SK, TTL_ATTRIBUTE
+
+API_AUDIENCE = "tbcss-api"
+GATEWAY_ERRORS = {
+    apigw.ResponseType.UNAUTHORIZED: ("UNAUTHORIZED", "missing or invalid bearer token"),
+    apigw.ResponseType.ACCESS_DENIED: ("FORBIDDEN", "not allowed"),
+    apigw.ResponseType.THROTTLED: ("THROTTLED", "too many requests"),
+    apigw.ResponseType.DEFAULT_4_XX: ("BAD_REQUEST", "$context.error.message"),
+    apigw.ResponseType.DEFAULT_5_XX: ("INTERNAL_ERROR", "internal error"),
+}
+
+
+@dataclass
+class Platform:
+    key: kms.IKey
+    table: dynamodb.Table
+    bus: events.EventBus
+    api: apigw.RestApi
+    authorizer: apigw.TokenAuthorizer
+    packaging: Packaging
+    environment: dict[str, str]
+
+
+def build_platform(scope: Construct, *, stage: str, packaging: Packaging) -> Platform:
+    region = Stack.of(scope).region
+    key = kms.Key(
+        scope,
+        "DataKey",
+        description="TB-CSS data at rest: table encryption and KYC envelope keys",
+        enable_key_rotation=True,
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+    table = _table(scope, key)
+    bus = events.EventBus(scope, "Bus", event_bus_name=f"tbcss-{stage}-events")
+
+    pool = _user_pool(scope)
+    client = pool.add_client("ApiClient", auth_flows=cognito.AuthFlow(user_srp=True))
+    issuer = f"https://cognito-idp.{region}.amazonaws.com/{pool.user_pool_id}"
+    environment = {
+        "TABLE_NAME": table.table_name,
+        "EVENT_BUS_NAME": bus.event_bus_name,
+        "JWT_ISSUER": issuer,
+        "JWT_AUDIENCE": client.user_pool_client_id,
+        "JWKS_URL": f"{issuer}/.well-known/jwks.json",
+    }
+
+    authorizer_fn = ServiceFunction(
+        scope,
+        "Authorizer",
+        module="authorizer",
+        packaging=packaging,
+        environment=environment,
+        memory_mb=256,
+        timeout_seconds=5,
+    ).function
+    authorizer = apigw.TokenAuthorizer(
+        scope,
+        "JwtAuthorizer",
+        handler=authorizer_fn,
+        identity_source=apigw.IdentitySource.header("Authorization"),
+        results_cache_ttl=Duration.minutes(5),
+    )
+    api = apigw.RestApi(
+        scope,
+        "Api",
+        rest_api_name=f"tbcss-{stage}",
+        description="TB-CSS public REST API",
+        deploy_options=apigw.StageOptions(
+            stage_name="v1",
+            throttling_rate_limit=200,
+            throttling_burst_limit=400,
+        ),
+        cloud_watch_role=False,
+    )
+    for response_type, (code, message) in GATEWAY_ERRORS.items():
+        api.add_gateway_response(
+            f"Gateway{code.title().replace('_', '')}{response_type.response_type}",
+            type=response_type,
+            templates={
+                "application/json": json.dumps({"error": {"code": code, "message": message}})
+            },
+        )
+    return Platform(key, table, bus, api, authorizer, packaging, environment)
+
+
+def _table(scope: Construct, key: kms.IKey) -> dynamodb.Table:
+    # Table, not TableV2: moto's CloudFormation cannot deploy AWS::DynamoDB::GlobalTable.
+    table = dynamodb.Table(
+        scope,
+        "Table",
+        partition_key=dynamodb.Attribute(name=PK, type=dynamodb.AttributeType.STRING),
+        sort_key=dynamodb.Attribute(name=SK, type=dynamodb.AttributeType.STRING),
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+        encryption_key=key,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True
+        ),
+        time_to_live_attribute=TTL_ATTRIBUTE,
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+    for name, pk, sk in ((GSI1, GSI1PK, GSI1SK), (GSI2, GSI2PK, GSI2SK)):
+        table.add_global_secondary_index(
+            index_name=name,
+            partition_key=dynamodb.Attribute(name=pk, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=sk, type=dynamodb.AttributeType.STRING),
+        )
+    return table
+
+
+def _user_pool(scope: Construct) -> cognito.UserPool:
+    pool = cognito.UserPool(
+        scope,
+        "Users",
+        self_sign_up_enabled=False,
+        sign_in_aliases=cognito.SignInAliases(email=True, phone=True),
+        mfa=cognito.Mfa.OPTIONAL,
+        password_policy=cognito.PasswordPolicy(min_length=12),
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+    for role in (Role.SUBSCRIBER, Role.AGENT, Role.ADMIN):
+        cognito.CfnUserPoolGroup(
+            scope, f"Group{role.value.title()}", user_pool_id=pool.user_pool_id, group_name=role
+        )
+    return pool

@@ -1,0 +1,31 @@
+"""The TB-CSS stack: the platform plus one construct per module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from infra.function import Packaging
+from infra.plans import Plans
+from infra.platform import build_platform
+
+
+class TbCssStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: str = "dev",
+        packaging: Packaging | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.platform = build_platform(self, stage=stage, packaging=packaging or Packaging())
+        self.plans = Plans(self, "Plans", platform=self.platform)
+
+        CfnOutput(self, "ApiUrl", value=self.platform.api.url)
+        CfnOutput(self, "TableName", value=self.platform.table.table_name)
+        CfnOutput(self, "EventBusName", value=self.platform.bus.event_bus_name)

@@ -1,0 +1,1 @@
+"""TB-CSS domain package, shipped to every Lambda: models, services and adapters."""

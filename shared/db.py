@@ -1,0 +1,394 @@
+"""The single DynamoDB table (DESIGN.md §5): PynamoDB item models and the
+repositories that implement the services' store ports.
+
+Every item has ``PK``/``SK``; ``GSI1``/``GSI2`` serve listings and sharded
+sweeps. All multi-item changes go through one ``TransactWriteItems`` whose
+conditions, not earlier reads, decide whether the change may happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+    VersionAttribute,
+)
+from pynamodb.connection import Connection
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.expressions.condition import Condition
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
+
+from shared.errors import (
+    ActivePlanExists,
+    ConcurrentModification,
+    InsufficientBalance,
+    PlanNotFound,
+    UserNotFound,
+)
+from shared.models import OverageRates, Plan, Subscriber, SubscriberType, Subscription
+from shared.settings import get_settings
+
+# Key attribute names, shared with the CDK table definition (infra/) and test fixtures.
+PK, SK = "PK", "SK"
+GSI1, GSI1PK, GSI1SK = "GSI1", "GSI1PK", "GSI1SK"
+GSI2, GSI2PK, GSI2SK = "GSI2", "GSI2PK", "GSI2SK"
+TTL_ATTRIBUTE = "expires_at"
+# Bill-cycle sweeps query GSI2 by "CYCLE#<day>#<shard>"; shards spread one day's subscribers.
+CYCLE_SHARDS = 8
+ACTIVE_SUBSCRIPTION_SK = "SUB#ACTIVE"
+
+
+def user_pk(user_id: str) -> str:
+    return f"USER#{user_id}"
+
+
+class _TableMeta:
+    table_name = get_settings().table_name
+    region = get_settings().aws_region
+
+
+class Gsi1(GlobalSecondaryIndex["Item"]):
+    class Meta:
+        index_name = GSI1
+        projection = AllProjection()
+
+    gsi1pk = UnicodeAttribute(hash_key=True, attr_name=GSI1PK)
+    gsi1sk = UnicodeAttribute(range_key=True, attr_name=GSI1SK)
+
+
+class Gsi2(GlobalSecondaryIndex["Item"]):
+    class Meta:
+        index_name = GSI2
+        projection = AllProjection()
+
+    gsi2pk = UnicodeAttribute(hash_key=True, attr_name=GSI2PK)
+    gsi2sk = UnicodeAttribute(range_key=True, attr_name=GSI2SK)
+
+
+class Item(Model):
+    """Base of every item in the table."""
+
+    class Meta(_TableMeta):
+        pass
+
+    pk = UnicodeAttribute(hash_key=True, attr_name=PK)
+    sk = UnicodeAttribute(range_key=True, attr_name=SK)
+    entity = UnicodeAttribute()
+
+
+def bind_table(table_name: str, region: str | None = None) -> None:
+    """Point every item model at another table (tests, the local runtime)."""
+    _TableMeta.table_name = table_name
+    if region:
+        _TableMeta.region = region
+    models: list[type[Model]] = [Item, *_all_subclasses(Item)]
+    for model in models:
+        model._connection = None  # PynamoDB caches the table name in the connection
+
+
+def _all_subclasses(cls: type[Model]) -> Iterable[type[Model]]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+def _connection() -> Connection:
+    return Connection(region=_TableMeta.region)
+
+
+# --- plans -----------------------------------------------------------------
+
+
+class PlanItem(Item):
+    gsi1 = Gsi1()
+    gsi1pk = UnicodeAttribute(attr_name=GSI1PK)
+    gsi1sk = UnicodeAttribute(attr_name=GSI1SK)
+    plan_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    type = UnicodeAttribute()
+    description = UnicodeAttribute(default="")
+    price_paise = NumberAttribute()
+    price_includes_gst = BooleanAttribute()
+    validity_days = NumberAttribute()
+    data_bytes = NumberAttribute()
+    voice_seconds = NumberAttribute(null=True)
+    sms = NumberAttribute()
+    overage = MapAttribute[str, Any]()
+    renewal_rule = UnicodeAttribute()
+    active = BooleanAttribute(default=True)
+
+    @classmethod
+    def from_domain(cls, plan: Plan) -> PlanItem:
+        fields = plan.model_dump(mode="json", exclude={"overage"})
+        return cls(
+            pk=f"PLAN#{plan.plan_id}",
+            sk="PLAN",
+            entity="PLAN",
+            gsi1pk="PLAN",
+            gsi1sk=f"{plan.type.value}#{plan.price_paise:012d}#{plan.plan_id}",
+            overage=plan.overage.model_dump(),
+            **fields,
+        )
+
+    def to_domain(self) -> Plan:
+        values = {k: v for k, v in self.attribute_values.items() if k in Plan.model_fields}
+        values["overage"] = OverageRates(**self.overage.as_dict())
+        return Plan.model_validate({k: _plain(v) for k, v in values.items()})
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as floats through PynamoDB: whole ones are ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class DynamoPlanCatalog:
+    def get(self, plan_id: str) -> Plan:
+        try:
+            return PlanItem.get(f"PLAN#{plan_id}", "PLAN").to_domain()
+        except PlanItem.DoesNotExist:
+            raise PlanNotFound(f"no plan {plan_id!r}") from None
+
+    def list(self) -> list[Plan]:
+        """The whole catalog in one GSI query, prepaid then postpaid, cheapest first."""
+        return [cast(PlanItem, item).to_domain() for item in PlanItem.gsi1.query("PLAN")]
+
+    def save_all(self, plans: Iterable[Plan]) -> int:
+        count = 0
+        with PlanItem.batch_write() as batch:
+            for plan in plans:
+                batch.save(PlanItem.from_domain(plan))
+                count += 1
+        return count
+
+
+# --- subscribers, wallets, subscriptions ----------------------------------
+
+
+class SubscriberItem(Item):
+    gsi2 = Gsi2()
+    gsi2pk = UnicodeAttribute(attr_name=GSI2PK, null=True)
+    gsi2sk = UnicodeAttribute(attr_name=GSI2SK, null=True)
+    user_id = UnicodeAttribute()
+    msisdn = UnicodeAttribute()
+    subscriber_type = UnicodeAttribute()
+    state = UnicodeAttribute()
+    status = UnicodeAttribute()
+    bill_cycle_day = NumberAttribute()
+    created_at = UTCDateTimeAttribute()
+    version = VersionAttribute()
+
+    @classmethod
+    def from_domain(cls, subscriber: Subscriber) -> SubscriberItem:
+        item = cls(
+            pk=user_pk(subscriber.user_id),
+            sk="PROFILE",
+            entity="SUBSCRIBER",
+            **subscriber.model_dump(mode="python"),
+        )
+        if subscriber.subscriber_type is SubscriberType.POSTPAID:
+            shard = hash_shard(subscriber.user_id)
+            item.gsi2pk = f"CYCLE#{subscriber.bill_cycle_day:02d}#{shard}"
+            item.gsi2sk = user_pk(subscriber.user_id)
+        return item
+
+    def to_domain(self) -> Subscriber:
+        values = {k: v for k, v in self.attribute_values.items() if k in Subscriber.model_fields}
+        return Subscriber.model_validate({k: _plain(v) for k, v in values.items()})
+
+
+def hash_shard(user_id: str) -> int:
+    """A stable shard for a user id (Python's hash() is salted per process)."""
+    return sum(user_id.encode()) % CYCLE_SHARDS
+
+
+class MsisdnItem(Item):
+    user_id = UnicodeAttribute()
+
+
+class WalletItem(Item):
+    balance_paise = NumberAttribute(default=0)
+
+
+class _SubscriptionFields(Item):
+    subscription_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    plan_id = UnicodeAttribute()
+    plan_type = UnicodeAttribute()
+    price_paise = NumberAttribute()
+    started_at = UTCDateTimeAttribute()
+    valid_until = UTCDateTimeAttribute(null=True)
+    ended_at = UTCDateTimeAttribute(null=True)
+
+    def to_domain(self) -> Subscription:
+        values = {k: v for k, v in self.attribute_values.items() if k in Subscription.model_fields}
+        return Subscription.model_validate({k: _plain(v) for k, v in values.items()})
+
+
+class ActiveSubscriptionItem(_SubscriptionFields):
+    """``SUB#ACTIVE``: the one active plan. Claimed by a conditional put."""
+
+    period_sk = UnicodeAttribute()
+
+
+class SubscriptionPeriodItem(_SubscriptionFields):
+    """``SUB#<started_at>#<id>``: one period of the history billing prorates from."""
+
+
+def _period_sk(subscription: Subscription) -> str:
+    return f"SUB#{subscription.started_at.isoformat()}#{subscription.subscription_id}"
+
+
+def _subscription_fields(subscription: Subscription) -> dict[str, Any]:
+    return {"entity": "SUBSCRIPTION", **subscription.model_dump(mode="python")}
+
+
+class DynamoSubscriptionStore:
+    """Implements :class:`shared.services.subscriptions.SubscriptionStore`."""
+
+    def get_subscriber(self, user_id: str) -> Subscriber:
+        try:
+            return SubscriberItem.get(user_pk(user_id), "PROFILE").to_domain()
+        except SubscriberItem.DoesNotExist:
+            raise UserNotFound(f"no subscriber {user_id!r}") from None
+
+    def put_subscriber(self, subscriber: Subscriber) -> None:
+        """Create a profile with its MSISDN index entry (fails if either exists)."""
+        profile = SubscriberItem.from_domain(subscriber)
+        msisdn = MsisdnItem(
+            pk=f"MSISDN#{subscriber.msisdn}",
+            sk="MSISDN",
+            entity="MSISDN",
+            user_id=subscriber.user_id,
+        )
+        with TransactWrite(connection=_connection()) as tx:
+            tx.save(profile, condition=SubscriberItem.pk.does_not_exist())
+            tx.save(msisdn, condition=MsisdnItem.pk.does_not_exist())
+
+    def get_active(self, user_id: str) -> Subscription | None:
+        try:
+            item = ActiveSubscriptionItem.get(user_pk(user_id), ACTIVE_SUBSCRIPTION_SK)
+        except ActiveSubscriptionItem.DoesNotExist:
+            return None
+        return item.to_domain()
+
+    def history(self, user_id: str) -> list[Subscription]:
+        query = SubscriptionPeriodItem.query(
+            user_pk(user_id),
+            SubscriptionPeriodItem.sk.startswith("SUB#2"),  # periods, not SUB#ACTIVE
+        )
+        return [item.to_domain() for item in query]
+
+    def wallet_balance(self, user_id: str) -> int:
+        try:
+            return int(WalletItem.get(user_pk(user_id), "WALLET").balance_paise)
+        except WalletItem.DoesNotExist:
+            return 0
+
+    def credit_wallet(self, user_id: str, amount_paise: int) -> None:
+        if amount_paise <= 0:
+            raise ValueError("a wallet credit must be positive")
+        wallet = WalletItem(pk=user_pk(user_id), sk="WALLET")
+        wallet.update(
+            actions=[WalletItem.entity.set("WALLET"), WalletItem.balance_paise.add(amount_paise)]
+        )
+
+    def start(self, subscription: Subscription, *, wallet_debit_paise: int) -> None:
+        slot_free = ActiveSubscriptionItem.pk.does_not_exist() | (
+            ActiveSubscriptionItem.valid_until <= subscription.started_at
+        )
+        slot_error = ActivePlanExists("a plan is already active; use /upgrade")
+        with _transaction(slot_error=slot_error, debits_wallet=wallet_debit_paise > 0) as tx:
+            tx.save(self._active_item(subscription), condition=slot_free)
+            tx.save(self._period_item(subscription), condition=Item.pk.does_not_exist())
+            _apply_wallet_delta(tx, subscription.user_id, -wallet_debit_paise)
+
+    def change(self, *, old: Subscription, new: Subscription, wallet_delta_paise: int) -> None:
+        still_old = ActiveSubscriptionItem.subscription_id == old.subscription_id
+        slot_error = ConcurrentModification("the active plan changed meanwhile; try again")
+        with _transaction(slot_error=slot_error, debits_wallet=wallet_delta_paise < 0) as tx:
+            tx.save(self._active_item(new), condition=still_old)
+            closing = SubscriptionPeriodItem(pk=user_pk(old.user_id), sk=_period_sk(old))
+            tx.update(
+                closing,
+                actions=[SubscriptionPeriodItem.ended_at.set(new.started_at)],
+                condition=SubscriptionPeriodItem.ended_at.does_not_exist(),
+            )
+            tx.save(self._period_item(new), condition=Item.pk.does_not_exist())
+            _apply_wallet_delta(tx, new.user_id, wallet_delta_paise)
+
+    @staticmethod
+    def _active_item(subscription: Subscription) -> ActiveSubscriptionItem:
+        return ActiveSubscriptionItem(
+            pk=user_pk(subscription.user_id),
+            sk=ACTIVE_SUBSCRIPTION_SK,
+            period_sk=_period_sk(subscription),
+            **_subscription_fields(subscription),
+        )
+
+    @staticmethod
+    def _period_item(subscription: Subscription) -> SubscriptionPeriodItem:
+        return SubscriptionPeriodItem(
+            pk=user_pk(subscription.user_id),
+            sk=_period_sk(subscription),
+            **_subscription_fields(subscription),
+        )
+
+
+def _apply_wallet_delta(tx: TransactWrite, user_id: str, delta_paise: int) -> None:
+    """Debit (never below zero) or credit the wallet; the LAST item of the transaction."""
+    if delta_paise == 0:
+        return
+    wallet = WalletItem(pk=user_pk(user_id), sk="WALLET")
+    condition: Condition | None = None
+    if delta_paise < 0:
+        condition = WalletItem.balance_paise >= -delta_paise
+    tx.update(
+        wallet,
+        actions=[WalletItem.entity.set("WALLET"), WalletItem.balance_paise.add(delta_paise)],
+        condition=condition,
+    )
+
+
+class _transaction:
+    """A TransactWrite whose cancellation is translated into domain errors.
+
+    Convention: item 0 is the slot whose condition decides the change; a wallet
+    debit, when present, is the last item.
+    """
+
+    def __init__(self, *, slot_error: Exception, debits_wallet: bool) -> None:
+        self._tx = TransactWrite(connection=_connection())
+        self._slot_error = slot_error
+        self._debits_wallet = debits_wallet
+
+    def __enter__(self) -> TransactWrite:
+        return self._tx.__enter__()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._tx.__exit__(exc_type, exc, tb)
+        except TransactWriteError as error:
+            raise self._domain_error(error) from error
+
+    def _domain_error(self, error: TransactWriteError) -> Exception:
+        failed = [
+            reason is not None and reason.code == "ConditionalCheckFailed"
+            for reason in error.cancellation_reasons
+        ]
+        if failed and failed[0]:
+            return self._slot_error
+        if failed and failed[-1] and self._debits_wallet:
+            return InsufficientBalance("the prepaid wallet does not cover this purchase")
+        if any(failed) or error.cause_response_code == "TransactionCanceledException":
+            return ConcurrentModification("a concurrent change won; try again")
+        return error

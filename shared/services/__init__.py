@@ -1,0 +1,1 @@
+"""Pure domain services: rules only. They take ports as arguments and never import boto3."""
