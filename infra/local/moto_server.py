@@ -1,0 +1,224 @@
+"""moto in server mode on a loopback port, with a Lambda Invoke shim in front.
+
+``POST /2015-03-31/functions/<name>/invocations`` runs the function's real
+handler through the runtime's invoker (worker processes), whoever calls it:
+boto3, the AWS CLI, or moto's own Step Functions interpreter (which calls AWS
+at ``http://localhost:$MOTO_PORT``; :meth:`MotoServer.start` sets that variable
+to the real port). Every other request goes to moto's WSGI app.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import threading
+import warnings
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+import requests
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+from infra.local.contracts import InvocationType, Invoker
+
+INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
+MOTO_CONFIG = {"lambda": {"use_docker": False}, "stepfunctions": {"execute_state_machine": True}}
+LOOPBACK = "127.0.0.1"
+JSON = "application/json"
+
+WsgiApp = Any  # a WSGI callable; werkzeug's own types are not exported
+PutEventsListener = Callable[[list[dict[str, Any]]], object]
+PUT_EVENTS_TARGET = "AWSEvents.PutEvents"
+
+
+class ServerStartError(OSError):
+    """The server could not listen (port busy...)."""
+
+
+class InvokeShim:
+    """WSGI middleware: Lambda Invoke goes to the invoker, the rest to moto."""
+
+    def __init__(self, moto_app: WsgiApp) -> None:
+        self._moto_app = moto_app
+        self._invoker: Invoker | None = None
+        self._known: set[str] | None = None
+        self._put_events_listener: PutEventsListener | None = None
+
+    def on_put_events(self, listener: PutEventsListener) -> None:
+        """``listener`` gets the entries of every PutEvents moto accepted."""
+        self._put_events_listener = listener
+
+    def set_invoker(self, invoker: Invoker, function_names: Iterable[str]) -> None:
+        """Called once the stack is deployed; before that, moto answers Invoke."""
+        self._known = set(function_names)
+        self._invoker = invoker
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        match = INVOKE_PATH.match(environ.get("PATH_INFO", ""))
+        if match and environ.get("REQUEST_METHOD") == "POST" and self._invoker is not None:
+            response = self._invoke(Request(environ), unquote(match["name"]))
+            return response(environ, start_response)
+        if self._put_events_listener and environ.get("HTTP_X_AMZ_TARGET") == PUT_EVENTS_TARGET:
+            return self._put_events(environ, start_response)
+        return self._moto_app(environ, start_response)  # type: ignore[no-any-return]
+
+    def _put_events(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """Let moto store and route the events, then hand them to the listener on
+        another thread: EventBridge delivers asynchronously, after PutEvents returns."""
+        body = Request(environ).get_data()
+        environ["wsgi.input"] = io.BytesIO(body)
+        status: list[str] = []
+
+        def capture(code: str, headers: Any, exc_info: Any = None) -> Any:
+            status.append(code)
+            return start_response(code, headers, exc_info)
+
+        response: Iterable[bytes] = self._moto_app(environ, capture)
+        if status and status[0].startswith("200") and self._put_events_listener:
+            entries = [_entry_for_delivery(e) for e in json.loads(body).get("Entries", [])]
+            threading.Thread(
+                target=self._put_events_listener, args=(entries,), daemon=True, name="events"
+            ).start()
+        return response
+
+    def _invoke(self, request: Request, name_or_arn: str) -> Response:
+        assert self._invoker is not None
+        function_name = _function_name(name_or_arn)
+        if self._known is not None and function_name not in self._known:
+            return _not_found(name_or_arn)
+        invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        if invocation_type == "DryRun":
+            return Response(status=204)
+        if invocation_type not in ("RequestResponse", "Event"):
+            return _lambda_error(400, "InvalidParameterValueException", "bad InvocationType")
+        try:
+            payload = json.loads(request.get_data() or b"{}")
+        except ValueError:
+            return _lambda_error(400, "InvalidRequestContentException", "could not parse payload")
+        kind: InvocationType = "Event" if invocation_type == "Event" else "RequestResponse"
+        result = self._invoker.invoke(function_name, payload, kind)
+        if kind == "Event":
+            return Response(status=202, headers={"X-Amz-Executed-Version": "$LATEST"})
+        headers = {"X-Amz-Executed-Version": "$LATEST", "Content-Type": JSON}
+        if result.function_error:
+            headers["X-Amz-Function-Error"] = result.function_error
+        return Response(json.dumps(result.payload), status=200, headers=headers)
+
+
+def _entry_for_delivery(entry: dict[str, Any]) -> dict[str, Any]:
+    """The JSON protocol sends ``Time`` as epoch seconds; delivery wants a datetime."""
+    moment = entry.get("Time")
+    if isinstance(moment, int | float):
+        return {**entry, "Time": datetime.fromtimestamp(moment, UTC)}
+    return entry
+
+
+def _function_name(name_or_arn: str) -> str:
+    """Name, partial ARN (account:function:name) or full ARN, with or without a qualifier."""
+    parts = name_or_arn.split(":")
+    if "function" in parts:
+        return parts[parts.index("function") + 1]
+    return parts[0]
+
+
+def _not_found(name: str) -> Response:
+    return _lambda_error(404, "ResourceNotFoundException", f"Function not found: {name}")
+
+
+def _lambda_error(status: int, error_type: str, message: str) -> Response:
+    body = json.dumps({"Type": "User", "message": message})
+    headers = {"x-amzn-ErrorType": error_type, "Content-Type": JSON}
+    return Response(body, status=status, headers=headers)
+
+
+def configure_moto(endpoint_url: str, *, execute_state_machines: bool = True) -> None:
+    """No Docker for Lambda; Step Functions really executes definitions."""
+    config = {**MOTO_CONFIG, "stepfunctions": {"execute_state_machine": execute_state_machines}}
+    response = requests.post(f"{endpoint_url}/moto-api/config", json=config, timeout=10)
+    response.raise_for_status()
+
+
+def _quiet_moto() -> None:
+    """moto warns once per resource type its CloudFormation skips, on every
+    parse; Deployment.differences lists those types once instead."""
+    logging.getLogger("moto").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"moto\.cloudformation.*")
+
+
+class MotoServer:
+    """moto + the Invoke shim, served by a threaded werkzeug server on loopback."""
+
+    def __init__(self, port: int = 0, host: str = LOOPBACK) -> None:
+        self._host = host
+        self._requested_port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.shim: InvokeShim | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        return int(self._server.server_port)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    def start(self) -> None:
+        _quiet_moto()
+        # moto's imports are heavy (about a second): only when the server starts.
+        from moto.moto_server.werkzeug_app import (  # noqa: PLC0415
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+
+        class QuietRequestHandler(MotoRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                """One line per AWS call would drown the handlers' logs."""
+
+        self.shim = InvokeShim(DomainDispatcherApplication(create_backend_app))
+        try:
+            self._server = make_server(
+                self._host,
+                self._requested_port,
+                self.shim,
+                threaded=True,
+                request_handler=QuietRequestHandler,
+            )
+        except OSError as error:
+            raise ServerStartError(
+                f"cannot listen on {self._host}:{self._requested_port}: {error.strerror}"
+            ) from None
+        # The Step Functions interpreter calls AWS at localhost:$MOTO_PORT.
+        os.environ["MOTO_PORT"] = str(self.port)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="moto-server"
+        )
+        self._thread.start()
+        self.configure()
+
+    def configure(self) -> None:
+        configure_moto(self.endpoint_url)
+
+    def set_invoker(self, invoker: Invoker, function_names: Iterable[str]) -> None:
+        assert self.shim is not None, "start() first"
+        self.shim.set_invoker(invoker, function_names)
+
+    def on_put_events(self, listener: PutEventsListener) -> None:
+        assert self.shim is not None, "start() first"
+        self.shim.on_put_events(listener)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None

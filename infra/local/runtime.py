@@ -1,0 +1,321 @@
+"""The whole local runtime in one object: moto (with the Invoke shim), the
+deployed stack, the worker pools, the event-source pollers, the scheduler,
+the HTTP gateway and the demo data.
+
+Usable in-process (tests: ``with LocalRuntime(options) as runtime: ...``) or
+through ``tbcss local up``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pynamodb.exceptions import TransactWriteError
+
+from infra.local.clock import LocalClock
+from infra.local.deploy import DEFAULT_APP, Deployment, deploy
+from infra.local.gateway import Gateway, GatewayServer
+from infra.local.issuer import LocalIssuer
+from infra.local.moto_server import MotoServer
+from infra.local.pollers import EventSourcePollers
+from infra.local.scheduler import PatternDelivery, Scheduler
+from infra.local.workers import LocalSettings, WorkerInvoker
+from shared.catalog import seed_plans
+from shared.db import DynamoPlanCatalog, DynamoSubscriptionStore, bind_table
+from shared.errors import ConcurrentModification
+from shared.models import Subscriber, SubscriberStatus, SubscriberType
+
+logger = logging.getLogger("tbcss.local")
+
+RUNTIME_FILE = "runtime.json"
+DEFAULT_STATE_DIR = Path(".tbcss")
+DEFAULT_API_PORT = 3000
+DEMO_WALLET_PAISE = 100_000  # ₹1,000
+
+
+@dataclass(frozen=True)
+class DemoSubscriber:
+    user_id: str
+    msisdn: str
+    subscriber_type: str
+    wallet_paise: int = 0
+
+
+DEMO_SUBSCRIBERS = (
+    DemoSubscriber("demo-prepaid", "9876500001", "prepaid", DEMO_WALLET_PAISE),
+    DemoSubscriber("demo-postpaid", "9876500002", "postpaid"),
+)
+
+
+@dataclass
+class RuntimeOptions:
+    port: int = DEFAULT_API_PORT
+    moto_port: int = 0  # 0: any free port
+    state_dir: Path = DEFAULT_STATE_DIR
+    app_spec: str = DEFAULT_APP
+    seed: bool = True  # the plan catalog and the demo subscribers
+    echo: Callable[[str], None] | None = field(default=None)  # where handler logs go
+    max_workers_per_function: int = 4
+
+
+class LocalRuntime:
+    def __init__(self, options: RuntimeOptions | None = None) -> None:
+        self.options = options or RuntimeOptions()
+        self.state_dir = self.options.state_dir.resolve()
+        self.moto = MotoServer(port=self.options.moto_port)
+        self.issuer: LocalIssuer | None = None
+        self.deployment: Deployment | None = None
+        self.invoker: WorkerInvoker | None = None
+        self.clock = LocalClock()
+        self.scheduler: Scheduler | None = None
+        self.pollers: EventSourcePollers | None = None
+        self.gateway: GatewayServer | None = None
+        self.timings: dict[str, float] = {}
+        self._started_at = 0.0
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def start(self) -> LocalRuntime:
+        """Bring everything up; returns once the API accepts requests."""
+        self._started_at = time.monotonic()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # The pollers' and scheduler's boto3 sessions need some credentials; moto
+        # accepts any. Real ones, if set, stay (they are never sent anywhere but moto).
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        try:
+            self._start_all()
+        except BaseException:
+            self.stop()
+            raise
+        self.timings["total"] = round(time.monotonic() - self._started_at, 3)
+        self._write_runtime_file()
+        return self
+
+    def _start_all(self) -> None:
+        _ensure_port_free(self.options.port)  # fail in milliseconds, not after the deploy
+        self.issuer = LocalIssuer(self.state_dir)
+        self.moto.start()
+        self._mark("moto")
+        # Handlers' boto3 clients (and this process's) find moto through this variable.
+        self.deployment = deploy(
+            self.moto.endpoint_url, self.state_dir, app_spec=self.options.app_spec
+        )
+        self._mark("deploy")
+        settings = LocalSettings(
+            endpoint_url=self.moto.endpoint_url,
+            region=self.deployment.region,
+            state_dir=self.state_dir,
+            auth_environment=self.issuer.environment(),
+        )
+        self.invoker = WorkerInvoker(
+            self.deployment,
+            settings,
+            clock=self.clock,
+            echo=self.options.echo,
+            max_workers_per_function=self.options.max_workers_per_function,
+        )
+        self.moto.set_invoker(self.invoker, [f.name for f in self.deployment.functions.values()])
+        gateway = Gateway(self.deployment, self.invoker, settings, control=self)
+        self.gateway = GatewayServer(gateway, self.options.port)
+        self.gateway.start()
+        gateway.openapi.warm_up()  # in the background: /swagger answers at once later
+        self._mark("gateway")
+        if self.options.seed:
+            self.seed()
+            self._mark("seed")
+        self._start_event_machinery()
+        self._mark("pollers+scheduler")
+
+    def _start_event_machinery(self) -> None:
+        assert self.deployment is not None
+        assert self.invoker is not None
+        endpoint, region = self.moto.endpoint_url, self.deployment.region
+        self.pollers = EventSourcePollers(
+            self.deployment, self.invoker, endpoint_url=endpoint, region=region
+        )
+        self.pollers.start()
+        self.scheduler = Scheduler(
+            self.deployment, self.invoker, self.clock, endpoint_url=endpoint, region=region
+        )
+        self.scheduler.start()
+        # Pattern-rule targets moto cannot reach (Lambda, Step Functions...) get the
+        # events the shim sees going into PutEvents.
+        delivery = PatternDelivery(
+            self.deployment, self.invoker, self.clock, endpoint_url=endpoint, region=region
+        )
+        if delivery.rule_names:
+            self.moto.on_put_events(delivery.deliver)
+
+    def _mark(self, step: str) -> None:
+        self.timings[step] = round(time.monotonic() - self._started_at, 3)
+
+    def stop(self) -> None:
+        """Stop everything that started, in reverse order; safe to call twice."""
+        for part in (self.gateway, self.scheduler, self.pollers, self.invoker, self.moto):
+            if part is None:
+                continue
+            try:
+                part.stop()
+            except Exception:  # shutting down: log and keep stopping the rest
+                logger.exception("while stopping the local runtime")
+        self.gateway = self.scheduler = self.pollers = self.invoker = None
+        self._remove_runtime_file()
+
+    def __enter__(self) -> LocalRuntime:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- addresses ---------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        assert self.gateway is not None, "start() first"
+        return self.gateway.url
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.moto.endpoint_url
+
+    # --- demo data -----------------------------------------------------------------
+
+    def seed(self) -> None:
+        """The plan catalog and two demo subscribers, written through the same
+        repositories the handlers use (into the deployed table)."""
+        assert self.deployment is not None
+        table = next(iter(self.deployment.tables.values()))
+        with _aws_environment(self.moto.endpoint_url, self.deployment.region):
+            seed_table(table, self.deployment.region)
+
+    # --- control plane (the gateway's /_local endpoints) -----------------------
+
+    def info(self) -> dict[str, Any]:
+        assert self.deployment is not None
+        return {
+            "api_url": self.api_url,
+            "swagger_url": f"{self.api_url}/swagger",
+            "openapi_url": f"{self.api_url}/openapi.json",
+            "pid": os.getpid(),
+            "state_dir": str(self.state_dir),
+            "startup_seconds": self.timings,
+            **self.deployment.summary(),
+            "schedules": self.scheduler.rule_names if self.scheduler else [],
+            "pollers": list(self.pollers.mapping_ids) if self.pollers else [],
+            "workers": self.invoker.pool_sizes() if self.invoker else {},
+        }
+
+    def clock_show(self) -> dict[str, Any]:
+        now = float(self.clock.now_epoch())
+        return {
+            "now": datetime.fromtimestamp(now, UTC).isoformat(),
+            "offset_seconds": self.clock.offset_seconds(),
+        }
+
+    def clock_advance(self, seconds: float) -> dict[str, Any]:
+        if self.scheduler is not None:
+            fired = list(self.scheduler.advance(seconds))
+        else:
+            self.clock.advance(seconds)
+            fired = []
+        return {**self.clock_show(), "fired": fired}
+
+    # --- runtime file --------------------------------------------------------------
+
+    def _write_runtime_file(self) -> None:
+        path = self.state_dir / RUNTIME_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.info(), indent=2))
+        temporary.replace(path)
+
+    def _remove_runtime_file(self) -> None:
+        path = self.state_dir / RUNTIME_FILE
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def _ensure_port_free(port: int, host: str = "127.0.0.1") -> None:
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+def seed_table(table_name: str, region: str, *, demo_subscribers: bool = True) -> int:
+    """Load the seed catalog (and the demo subscribers) into ``table_name``; idempotent.
+    Returns the number of plans."""
+    bind_table(table_name, region)
+    count = DynamoPlanCatalog().save_all(seed_plans())
+    store = DynamoSubscriptionStore()
+    for demo in DEMO_SUBSCRIBERS if demo_subscribers else ():
+        subscriber = Subscriber(
+            user_id=demo.user_id,
+            msisdn=demo.msisdn,
+            subscriber_type=SubscriberType(demo.subscriber_type),
+            state="KA",
+            status=SubscriberStatus.ACTIVE,
+            bill_cycle_day=1,
+            created_at=datetime.now(UTC),
+        )
+        try:
+            store.put_subscriber(subscriber)
+        except (TransactWriteError, ConcurrentModification):
+            continue  # already there: a second seed must not double the wallet
+        if demo.wallet_paise:
+            store.credit_wallet(demo.user_id, demo.wallet_paise)
+    return count
+
+
+class _aws_environment:
+    """Point this process's AWS SDKs at moto for the duration of the block."""
+
+    def __init__(self, endpoint_url: str, region: str) -> None:
+        self._values = {
+            "AWS_ENDPOINT_URL": endpoint_url,
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        }
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        for name, value in self._values.items():
+            self._saved[name] = os.environ.get(name)
+            os.environ[name] = value
+
+    def __exit__(self, *_: object) -> None:
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def echo_to_stderr(line: str) -> None:
+    """Handlers' log lines, on the runtime's terminal."""
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,125 @@
+"""Entry point of a local Lambda worker process: imports one function's handler
+once (a warm container) and runs one invocation per request.
+
+Protocol: one JSON object per line on the request fd, one JSON object per line
+on the response fd. stdout and stderr stay free for the handler's logs, which
+the runtime forwards.
+
+Request:  {"request_id", "payload", "clock_offset_seconds", "deadline_epoch_ms"}
+Response: {"ok": true, "result": ...}
+      or {"ok": false, "error": {errorMessage, errorType, stackTrace}}
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, TextIO
+
+Handler = Callable[[Any, Any], Any]
+
+
+class LocalLambdaContext:
+    """The attributes and method of Lambda's Python context object."""
+
+    def __init__(self, request_id: str, deadline_epoch_ms: int) -> None:
+        self.function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        self.invoked_function_arn = os.environ["TBCSS_LOCAL_FUNCTION_ARN"]
+        self.memory_limit_in_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
+        self.aws_request_id = request_id
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+        self.identity = None
+        self.client_context = None
+        self._deadline_epoch_ms = deadline_epoch_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self._deadline_epoch_ms - int(time.time() * 1000))
+
+
+def load_handler(spec: str) -> Handler:
+    module_name, _, function_name = spec.rpartition(".")
+    handler: Handler = getattr(importlib.import_module(module_name), function_name)
+    return handler
+
+
+def lambda_error(error: BaseException, error_type: str | None = None) -> dict[str, Any]:
+    # The first frame is this runtime calling the handler; Lambda's trace starts below it.
+    frames = traceback.format_tb(error.__traceback__)[1:]
+    return {
+        "errorMessage": str(error),
+        "errorType": error_type or type(error).__name__,
+        "requestId": "",
+        "stackTrace": [frame.rstrip("\n") for frame in frames],
+    }
+
+
+def _apply_clock_offset(seconds: float) -> None:
+    """Every handler sees the runtime's (movable) time through shared.clock.
+    Code without shared/ (a foreign asset) simply runs on real time."""
+    try:
+        from shared.clock import apply_offset  # noqa: PLC0415 - optional, see above
+    except ImportError:
+        return
+    apply_offset(seconds)
+
+
+class Worker:
+    def __init__(self, handler_spec: str) -> None:
+        self._handler_spec = handler_spec
+        self._handler: Handler | None = None
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        _apply_clock_offset(float(request.get("clock_offset_seconds", 0.0)))
+        context = LocalLambdaContext(request["request_id"], int(request["deadline_epoch_ms"]))
+        try:
+            handler = self._loaded()
+        except Exception as error:  # the init phase failing is a Lambda error too
+            return {"ok": False, "error": lambda_error(error, "Runtime.ImportModuleError")}
+        try:
+            result = handler(request["payload"], context)
+        except Exception as error:  # the handler's exception is the invocation's result
+            return {"ok": False, "error": lambda_error(error)}
+        return {"ok": True, "result": result}
+
+    def _loaded(self) -> Handler:
+        if self._handler is None:
+            self._handler = load_handler(self._handler_spec)
+        return self._handler
+
+
+def serve(requests: TextIO, responses: TextIO, worker: Worker) -> None:
+    for line in requests:
+        response = worker.handle(json.loads(line))
+        try:
+            encoded = json.dumps(response)
+        except (TypeError, ValueError) as error:
+            encoded = json.dumps(
+                {"ok": False, "error": lambda_error(error, "Runtime.MarshalError")}
+            )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        responses.write(encoded + "\n")
+        responses.flush()
+
+
+def main() -> None:
+    request_fd, response_fd, handler_spec = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    with (
+        os.fdopen(request_fd, "r", encoding="utf-8") as requests,
+        os.fdopen(response_fd, "w", encoding="utf-8") as responses,
+    ):
+        serve(requests, responses, Worker(handler_spec))
+
+
+if __name__ == "__main__":
+    # Started by file path: import from the function's code directory (the cwd),
+    # never from this file's directory.
+    sys.path[0] = os.getcwd()
+    main()
