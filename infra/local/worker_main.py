@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -110,6 +111,8 @@ def serve(requests: TextIO, responses: TextIO, worker: Worker) -> None:
 
 
 def main() -> None:
+    # Ctrl-C reaches the whole process group; the runtime, not the terminal, stops workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     request_fd, response_fd, handler_spec = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     with (
         os.fdopen(request_fd, "r", encoding="utf-8") as requests,
