@@ -51,7 +51,7 @@ test-infra: $(STAMP)
 	$(PYTEST) tests/infra
 
 test-local: $(STAMP)
-	$(PYTEST) tests/local tests/local_events
+	$(PYTEST) tests/local
 
 test-e2e: $(STAMP)
 	$(PYTEST) tests/e2e

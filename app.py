@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import aws_cdk as cdk
 
 from infra.stack import TbCssStack
@@ -10,8 +12,9 @@ from infra.stack import TbCssStack
 DEFAULT_REGION = "ap-south-1"
 
 
-def build_app(outdir: str = "cdk.out") -> cdk.App:
-    app = cdk.App(outdir=outdir)
+def build_app(outdir: str | None = None) -> cdk.App:
+    # The CDK CLI names the output directory in CDK_OUTDIR (cdk synth --output ...).
+    app = cdk.App(outdir=outdir or os.environ.get("CDK_OUTDIR") or "cdk.out")
     stage = app.node.try_get_context("stage") or "dev"
     region = app.node.try_get_context("region") or DEFAULT_REGION
     TbCssStack(app, f"TbCss-{stage}", stage=stage, env=cdk.Environment(region=region))

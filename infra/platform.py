@@ -48,14 +48,17 @@ def build_platform(scope: Construct, *, stage: str, packaging: Packaging) -> Pla
         removal_policy=RemovalPolicy.RETAIN,
     )
     table = _table(scope, key)
-    bus = events.EventBus(scope, "Bus", event_bus_name=f"tbcss-{stage}-events")
+    # A fixed name, passed on as that literal: moto's CloudFormation resolves a Ref to
+    # an AWS::Events::EventBus to the object, not its name (FIELD-NOTES).
+    bus_name = f"tbcss-{stage}-events"
+    bus = events.EventBus(scope, "Bus", event_bus_name=bus_name)
 
     pool = _user_pool(scope)
     client = pool.add_client("ApiClient", auth_flows=cognito.AuthFlow(user_srp=True))
     issuer = f"https://cognito-idp.{region}.amazonaws.com/{pool.user_pool_id}"
     environment = {
         "TABLE_NAME": table.table_name,
-        "EVENT_BUS_NAME": bus.event_bus_name,
+        "EVENT_BUS_NAME": bus_name,
         "JWT_ISSUER": issuer,
         "JWT_AUDIENCE": client.user_pool_client_id,
         "JWKS_URL": f"{issuer}/.well-known/jwks.json",

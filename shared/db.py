@@ -9,8 +9,10 @@ conditions, not earlier reads, decide whether the change may happen.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any, cast
 
+from pydantic import BaseModel
 from pynamodb.attributes import (
     BooleanAttribute,
     MapAttribute,
@@ -92,6 +94,7 @@ def bind_table(table_name: str, region: str | None = None) -> None:
     models: list[type[Model]] = [Item, *_all_subclasses(Item)]
     for model in models:
         model._connection = None  # PynamoDB caches the table name in the connection
+    _connection.cache_clear()
 
 
 def _all_subclasses(cls: type[Model]) -> Iterable[type[Model]]:
@@ -100,7 +103,10 @@ def _all_subclasses(cls: type[Model]) -> Iterable[type[Model]]:
         yield from _all_subclasses(sub)
 
 
+@lru_cache(maxsize=1)
 def _connection() -> Connection:
+    """One connection (one botocore client) per process for transactions: creating
+    a client costs about 100 ms, too much to pay on every request."""
     return Connection(region=_TableMeta.region)
 
 
@@ -139,9 +145,20 @@ class PlanItem(Item):
         )
 
     def to_domain(self) -> Plan:
-        values = {k: v for k, v in self.attribute_values.items() if k in Plan.model_fields}
+        values = _domain_values(self, Plan)
         values["overage"] = OverageRates(**self.overage.as_dict())
-        return Plan.model_validate({k: _plain(v) for k, v in values.items()})
+        return Plan.model_validate(values)
+
+
+def _domain_values(item: Model, model: type[BaseModel]) -> dict[str, Any]:
+    """The item's attributes that the domain model declares, NULL ones as None.
+
+    PynamoDB leaves an attribute stored as absent (``None``) out of
+    ``attribute_values``; the domain models require such fields explicitly
+    (``voice_seconds`` None = unlimited, ``valid_until`` None = postpaid).
+    """
+    names = item.get_attributes().keys() & model.model_fields.keys()
+    return {name: _plain(item.attribute_values.get(name)) for name in names}
 
 
 def _plain(value: Any) -> Any:
@@ -159,7 +176,7 @@ class DynamoPlanCatalog:
             raise PlanNotFound(f"no plan {plan_id!r}") from None
 
     def list(self) -> list[Plan]:
-        """The whole catalog in one GSI query, prepaid then postpaid, cheapest first."""
+        """The whole catalog in one GSI query, postpaid then prepaid, cheapest first."""
         return [cast(PlanItem, item).to_domain() for item in PlanItem.gsi1.query("PLAN")]
 
     def save_all(self, plans: Iterable[Plan]) -> int:
@@ -202,8 +219,7 @@ class SubscriberItem(Item):
         return item
 
     def to_domain(self) -> Subscriber:
-        values = {k: v for k, v in self.attribute_values.items() if k in Subscriber.model_fields}
-        return Subscriber.model_validate({k: _plain(v) for k, v in values.items()})
+        return Subscriber.model_validate(_domain_values(self, Subscriber))
 
 
 def hash_shard(user_id: str) -> int:
@@ -230,8 +246,7 @@ class _SubscriptionFields(Item):
     ended_at = UTCDateTimeAttribute(null=True)
 
     def to_domain(self) -> Subscription:
-        values = {k: v for k, v in self.attribute_values.items() if k in Subscription.model_fields}
-        return Subscription.model_validate({k: _plain(v) for k, v in values.items()})
+        return Subscription.model_validate(_domain_values(self, Subscription))
 
 
 class ActiveSubscriptionItem(_SubscriptionFields):

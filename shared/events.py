@@ -8,12 +8,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.clock import isoformat
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
+
+
+logger = Logger(child=True)
 
 EVENT_SOURCE_PREFIX = "tbcss."
 PUT_EVENTS_MAX_ENTRIES = 10
@@ -45,35 +51,53 @@ class EventPublisher(Protocol):
     def publish(self, events: Sequence[DomainEvent]) -> None: ...
 
 
-class PublishFailed(RuntimeError):
-    pass
-
-
 class EventBridgePublisher:
-    """Puts events on the custom bus, ten per request (the PutEvents limit)."""
+    """Puts events on the custom bus, ten per request (the PutEvents limit).
 
-    def __init__(self, client: EventBridgeClient, bus_name: str) -> None:
+    Events are published after the state change they describe has committed.
+    Entries EventBridge rejects are retried; what still fails is logged at ERROR
+    with the whole event (an alarm and a replay start from that line) instead of
+    failing a request whose change is already made. A transactional outbox
+    would close this gap entirely (see README, known gaps).
+    """
+
+    def __init__(self, client: EventBridgeClient, bus_name: str, attempts: int = 3) -> None:
         self._client = client
         self._bus_name = bus_name
+        self._attempts = attempts
 
     def publish(self, events: Sequence[DomainEvent]) -> None:
         for start in range(0, len(events), PUT_EVENTS_MAX_ENTRIES):
-            chunk = events[start : start + PUT_EVENTS_MAX_ENTRIES]
-            response = self._client.put_events(
-                Entries=[
-                    {
-                        "EventBusName": self._bus_name,
-                        "Source": EVENT_SOURCE_PREFIX + event.source,
-                        "DetailType": event.detail_type,
-                        "Detail": json.dumps(event.envelope(), default=str),
-                        "Time": event.occurred_at,
-                    }
-                    for event in chunk
-                ]
-            )
-            if response.get("FailedEntryCount", 0):
-                failed = [e for e in response["Entries"] if e.get("ErrorCode")]
-                raise PublishFailed(f"EventBridge rejected {len(failed)} event(s): {failed}")
+            pending = list(events[start : start + PUT_EVENTS_MAX_ENTRIES])
+            for _ in range(self._attempts):
+                pending = self._put(pending)
+                if not pending:
+                    break
+            for event in pending:
+                logger.error(
+                    "event not delivered to the bus", extra={"event": event.model_dump(mode="json")}
+                )
+
+    def _put(self, events: list[DomainEvent]) -> list[DomainEvent]:
+        """Put once; the events that were not accepted."""
+        try:
+            response = self._client.put_events(Entries=[self._entry(e) for e in events])
+        except (BotoCoreError, ClientError):
+            logger.warning("PutEvents failed; retrying", exc_info=True)
+            return events
+        results = response.get("Entries", [])
+        return [
+            event for event, result in zip(events, results, strict=False) if result.get("ErrorCode")
+        ]
+
+    def _entry(self, event: DomainEvent) -> PutEventsRequestEntryTypeDef:
+        return {
+            "EventBusName": self._bus_name,
+            "Source": EVENT_SOURCE_PREFIX + event.source,
+            "DetailType": event.detail_type,
+            "Detail": json.dumps(event.envelope(), default=str),
+            "Time": event.occurred_at,
+        }
 
 
 class InMemoryEventPublisher:

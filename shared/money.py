@@ -35,7 +35,15 @@ def percent_of(amount_paise: int, basis_points: int) -> int:
 
 
 def format_inr(amount_paise: int) -> str:
-    """Human form for documents and messages: ``₹1,234.50``."""
+    """Human form for documents and messages, in Indian digit grouping:
+    ``₹1,234.50``, ``₹12,34,567.00`` (lakh and crore, not millions)."""
     sign = "-" if amount_paise < 0 else ""
     rupees, paise = divmod(abs(amount_paise), PAISE_PER_RUPEE)
-    return f"{sign}₹{rupees:,}.{paise:02d}"
+    return f"{sign}₹{_indian_grouping(rupees)}.{paise:02d}"
+
+
+def _indian_grouping(rupees: int) -> str:
+    digits = str(rupees)
+    head, last_three = digits[:-3], digits[-3:]
+    pairs = [head[max(0, end - 2) : end] for end in range(len(head), 0, -2)][::-1]
+    return ",".join([*pairs, last_three])

@@ -4,7 +4,6 @@ principal, and idempotent execution of state-changing POSTs."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -40,13 +39,51 @@ JSON = "application/json"
 logger = Logger()
 
 
-def json_response(status: int, payload: BaseModel | dict[str, Any]) -> Response[str]:
+def json_response(status: int, payload: BaseModel | dict[str, Any]) -> Response[dict[str, Any]]:
+    """The body stays a dict: the resolver serializes it, and a route's response
+    validation (its ``-> Response[Model]`` annotation) can check it first."""
     body = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
-    return Response(status_code=status, content_type=JSON, body=json.dumps(body))
+    return Response(status_code=status, content_type=JSON, body=body)
 
 
-def error_response(error: DomainError) -> Response[str]:
+def error_response(error: DomainError) -> Response[dict[str, Any]]:
     return json_response(error.status, error.to_body())
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """The error shape of every API response that is not a success (API.md)."""
+
+    error: ErrorDetail
+
+
+def documented(success: int, description: str, model: type[BaseModel], *errors: int) -> Any:
+    """OpenAPI ``responses`` for a route: its success model and its error statuses."""
+    responses: dict[int, Any] = {
+        success: {"description": description, "content": {JSON: {"model": model}}},
+        422: {"description": "Invalid request", "content": {JSON: {"model": ErrorBody}}},
+    }
+    for status in errors:
+        responses[status] = {
+            "description": HTTP_REASONS.get(status, "Error"),
+            "content": {JSON: {"model": ErrorBody}},
+        }
+    return responses
+
+
+HTTP_REASONS = {
+    401: "Missing or invalid bearer token",
+    402: "Insufficient prepaid balance",
+    403: "Not allowed for this caller",
+    404: "Unknown resource",
+    409: "Conflicts with the current state",
+    429: "Throttled",
+}
 
 
 def create_resolver() -> APIGatewayRestResolver:
@@ -54,28 +91,31 @@ def create_resolver() -> APIGatewayRestResolver:
     app = APIGatewayRestResolver(enable_validation=True)
 
     @app.exception_handler(DomainError)
-    def _domain_error(error: DomainError) -> Response[str]:
+    def _domain_error(error: DomainError) -> Response[dict[str, Any]]:
         if error.status >= 500:
             logger.exception("domain error", extra={"code": error.code})
         return error_response(error)
 
     @app.exception_handler(RequestValidationError)
-    def _invalid_request(error: RequestValidationError) -> Response[str]:
-        details = [
-            {
-                "field": ".".join(str(part) for part in problem.get("loc", ()) if part != "body"),
-                "problem": problem.get("msg", "invalid"),
-            }
-            for problem in error.errors()
-        ]
+    def _invalid_request(error: RequestValidationError) -> Response[dict[str, Any]]:
+        details = [_problem(problem) for problem in error.errors()]
         message = "; ".join(f"{d['field'] or 'body'}: {d['problem']}" for d in details)
         return error_response(InvalidRequest(message, details=details))
 
     @app.not_found
-    def _no_route(_: Exception) -> Response[str]:
+    def _no_route(_: Exception) -> Response[dict[str, Any]]:
         return json_response(404, {"error": {"code": "NOT_FOUND", "message": "no such route"}})
 
     return app
+
+
+def _problem(problem: dict[str, Any]) -> dict[str, str]:
+    """One pydantic error as ``{field, problem}``; an unparsable body is the body's problem."""
+    if problem.get("type") == "json_invalid":
+        return {"field": "", "problem": "the body is not valid JSON"}
+    location = problem.get("loc", ())
+    field = ".".join(str(part) for part in location if part not in ("body", "query", "path"))
+    return {"field": field, "problem": str(problem.get("msg", "invalid"))}
 
 
 def caller(app: APIGatewayRestResolver) -> Principal:
@@ -125,7 +165,7 @@ class Idempotency:
         app: APIGatewayRestResolver,
         body: BaseModel,
         action: Callable[[], tuple[int, BaseModel]],
-    ) -> Response[str]:
+    ) -> Response[dict[str, Any]]:
         """Run ``action`` once per key; a repeat returns the first response."""
         key = header(app, IDEMPOTENCY_HEADER)
         if key is None:

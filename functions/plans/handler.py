@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import boto3
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -24,7 +25,7 @@ from shared.events import EventBridgePublisher
 from shared.models import Plan, SubscriberType
 from shared.services.subscriptions import PlanChangeResult, SubscriptionService
 from shared.settings import get_settings
-from shared.web import Idempotency, caller, create_resolver
+from shared.web import Idempotency, caller, create_resolver, documented
 
 logger = Logger()
 app = create_resolver()
@@ -80,8 +81,12 @@ def get_plan(plan_id: Annotated[str, Path(pattern=PLAN_ID)]) -> Plan:
     return catalog().get(plan_id)
 
 
-@app.post("/subscribe", summary="Start a plan now (409 if one is active)")
-def subscribe(body: PlanChangeRequest) -> PlanChangeResult:
+@app.post(
+    "/subscribe",
+    summary="Start a plan now (409 if one is active)",
+    responses=documented(201, "Plan started", PlanChangeResult, 401, 402, 403, 404, 409),
+)
+def subscribe(body: PlanChangeRequest) -> Response[PlanChangeResult]:
     require_owner_or(caller(app), body.user_id, PLAN_CHANGERS)
 
     def action() -> tuple[int, PlanChangeResult]:
@@ -90,8 +95,12 @@ def subscribe(body: PlanChangeRequest) -> PlanChangeResult:
     return idempotency.run(app, body, action)  # type: ignore[return-value]
 
 
-@app.post("/upgrade", summary="Change the active plan now, with proration")
-def upgrade(body: PlanChangeRequest) -> PlanChangeResult:
+@app.post(
+    "/upgrade",
+    summary="Change the active plan now, with proration",
+    responses=documented(200, "Plan changed", PlanChangeResult, 401, 402, 403, 404, 409),
+)
+def upgrade(body: PlanChangeRequest) -> Response[PlanChangeResult]:
     require_owner_or(caller(app), body.user_id, PLAN_CHANGERS)
 
     def action() -> tuple[int, PlanChangeResult]:

@@ -134,7 +134,10 @@ class SubscriptionService:
             lines = [_unused_credit_line(old, now), _purchase_line(plan, now, new.valid_until)]
             debit = plan.price_paise - (-lines[0].amount_paise)
         else:
-            old_plan = self._catalog.get(old.plan_id)
+            # The old period is billed at the price it was bought at, not today's catalog price.
+            old_plan = self._catalog.get(old.plan_id).model_copy(
+                update={"price_paise": old.price_paise}
+            )
             lines = [
                 _postpaid_line(old_plan, subscriber, old.started_at, "until", now),
                 _postpaid_line(plan, subscriber, now, "from", now),

@@ -10,7 +10,7 @@ import pytest
 from moto import mock_aws
 
 from infra.local.pollers import PollerSettings
-from tests.local_events.support import REGION
+from tests.local.events.support import REGION
 
 # Short waits so a test runs in seconds; the semantics are the production ones.
 FAST = PollerSettings(sqs_wait_seconds=0, idle_sleep_seconds=0.02, retry_delay_seconds=0.0)

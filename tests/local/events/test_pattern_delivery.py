@@ -11,7 +11,7 @@ import pytest
 from infra.local.clock import LocalClock
 from infra.local.deploy import RuleSpec, TargetSpec
 from infra.local.scheduler import PatternDelivery, pattern_matches
-from tests.local_events.support import ACCOUNT, REGION, FakeInvoker, deployment, function
+from tests.local.events.support import ACCOUNT, REGION, FakeInvoker, deployment, function
 
 EVENT = {
     "source": "tbcss.payments",

@@ -13,8 +13,8 @@ import pytest
 
 from infra.local.contracts import InvocationResult
 from infra.local.pollers import EventSourcePollers
-from tests.local_events.conftest import FAST
-from tests.local_events.support import (
+from tests.local.events.conftest import FAST
+from tests.local.events.support import (
     REGION,
     FakeInvoker,
     deployment,

@@ -14,7 +14,7 @@ from infra.local.clock import LocalClock
 from infra.local.contracts import InvocationResult
 from infra.local.deploy import TargetSpec
 from infra.local.scheduler import Scheduler
-from tests.local_events.support import (
+from tests.local.events.support import (
     ACCOUNT,
     REGION,
     FakeInvoker,

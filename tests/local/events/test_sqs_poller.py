@@ -12,8 +12,8 @@ import pytest
 
 from infra.local.contracts import InvocationResult
 from infra.local.pollers import EventSourcePollers, local_session
-from tests.local_events.conftest import FAST
-from tests.local_events.support import (
+from tests.local.events.conftest import FAST
+from tests.local.events.support import (
     ACCOUNT,
     REGION,
     FakeInvoker,

@@ -1,0 +1,27 @@
+"""The stack is synthesized once per session (a few seconds each time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Template
+
+from infra.stack import TbCssStack
+
+STAGE = "dev"
+REGION = "ap-south-1"
+
+
+@pytest.fixture(scope="session")
+def template() -> Template:
+    app = cdk.App()
+    stack = TbCssStack(app, "T", stage=STAGE, env=cdk.Environment(region=REGION))
+    return Template.from_stack(stack)
+
+
+@pytest.fixture(scope="session")
+def resources(template: Template) -> dict[str, dict[str, Any]]:
+    resources: dict[str, dict[str, Any]] = template.to_json()["Resources"]
+    return resources
