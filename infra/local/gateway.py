@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
 from infra.local.contracts import Invoker
 from infra.local.deploy import Deployment, FunctionSpec, GatewayResponseSpec, RouteSpec
+from infra.local.serving import LOOPBACK, ThreadedServer
 from infra.local.workers import LocalSettings, worker_environment
 
 logger = logging.getLogger("tbcss.local.gateway")
@@ -577,46 +578,8 @@ class _QuietHandler(WSGIRequestHandler):
         logger.debug("%s %s", self.requestline, code)
 
 
-class GatewayServer:
-    def __init__(self, gateway: Gateway, port: int, host: str = "127.0.0.1") -> None:
-        self._gateway = gateway
-        self._host = host
-        self._requested_port = port
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() first"
-        return f"http://{self._host}:{self._server.server_port}"
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start() first"
-        return int(self._server.server_port)
-
-    def start(self) -> None:
-        try:
-            self._server = make_server(
-                self._host,
-                self._requested_port,
-                self._gateway,
-                threaded=True,
-                request_handler=_QuietHandler,
-            )
-        except OSError as error:
-            raise OSError(
-                f"cannot listen on {self._host}:{self._requested_port}: {error.strerror}"
-            ) from None
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, daemon=True, name="gateway"
+class GatewayServer(ThreadedServer):
+    def __init__(self, gateway: Gateway, port: int, host: str = LOOPBACK) -> None:
+        super().__init__(
+            gateway, port=port, name="gateway", host=host, request_handler=_QuietHandler
         )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None

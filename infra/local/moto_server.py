@@ -22,23 +22,18 @@ from typing import Any
 from urllib.parse import unquote
 
 import requests
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from infra.local.contracts import InvocationType, Invoker
+from infra.local.serving import LOOPBACK, ThreadedServer
 
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
 MOTO_CONFIG = {"lambda": {"use_docker": False}, "stepfunctions": {"execute_state_machine": True}}
-LOOPBACK = "127.0.0.1"
 JSON = "application/json"
 
 WsgiApp = Any  # a WSGI callable; werkzeug's own types are not exported
 PutEventsListener = Callable[[list[dict[str, Any]]], object]
 PUT_EVENTS_TARGET = "AWSEvents.PutEvents"
-
-
-class ServerStartError(OSError):
-    """The server could not listen (port busy...)."""
 
 
 class InvokeShim:
@@ -157,14 +152,13 @@ class MotoServer:
     def __init__(self, port: int = 0, host: str = LOOPBACK) -> None:
         self._host = host
         self._requested_port = port
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
         self.shim: InvokeShim | None = None
 
     @property
     def port(self) -> int:
         assert self._server is not None, "start() first"
-        return int(self._server.server_port)
+        return self._server.port
 
     @property
     def endpoint_url(self) -> str:
@@ -184,24 +178,16 @@ class MotoServer:
                 """One line per AWS call would drown the handlers' logs."""
 
         self.shim = InvokeShim(DomainDispatcherApplication(create_backend_app))
-        try:
-            self._server = make_server(
-                self._host,
-                self._requested_port,
-                self.shim,
-                threaded=True,
-                request_handler=QuietRequestHandler,
-            )
-        except OSError as error:
-            raise ServerStartError(
-                f"cannot listen on {self._host}:{self._requested_port}: {error.strerror}"
-            ) from None
+        self._server = ThreadedServer(
+            self.shim,
+            port=self._requested_port,
+            name="moto-server",
+            host=self._host,
+            request_handler=QuietRequestHandler,
+        )
+        self._server.start()
         # The Step Functions interpreter calls AWS at localhost:$MOTO_PORT.
         os.environ["MOTO_PORT"] = str(self.port)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, daemon=True, name="moto-server"
-        )
-        self._thread.start()
         self.configure()
 
     def configure(self) -> None:
@@ -217,8 +203,5 @@ class MotoServer:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._server.stop()
         self._server = None
