@@ -1,0 +1,270 @@
+"""CDK construct of the activation module: the API function, the task
+function, the activation state machine (JSONPath ASL), the KYC pepper secret,
+the simulator knobs, the ops escalation queue and the sender identity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_ses as ses
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_ssm as ssm
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from infra.function import ServiceFunction
+from infra.platform import Platform
+from shared.kyc_provider import KycProviderUnavailable, KycRejected
+from shared.network import NetworkTransientError
+from shared.services.activation import NotificationFailed, Step
+from shared.settings import Settings
+
+KYC_FAILURES = [KycRejected.__name__, KycProviderUnavailable.__name__]
+ANY_ERROR = sfn.Errors.ALL
+PEPPER_LENGTH = 64  # characters: well above the 32 bytes shared.kyc requires
+
+
+@dataclass(frozen=True)
+class ActivationTimings:
+    """Retry timing of the workflow. Production defaults; the local runtime and
+    tests shrink the intervals through the CDK context ``activation_retry_seconds``."""
+
+    kyc_retry_seconds: int = 30
+    provision_interval_seconds: int = 10
+    provision_backoff_rate: float = 2.0
+    provision_max_delay_seconds: int = 300
+    provision_attempts: int = 3  # then escalate
+    step_retry_seconds: int = 2  # bookkeeping steps (complete, notify, escalate)
+
+    @classmethod
+    def from_context(cls, value: Any) -> ActivationTimings:
+        """``activation_retry_seconds`` (an int) replaces every interval."""
+        if value is None:
+            return cls()
+        seconds = int(value)
+        return cls(
+            kyc_retry_seconds=seconds,
+            provision_interval_seconds=seconds,
+            step_retry_seconds=seconds,
+        )
+
+
+class Activation(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        platform: Platform,
+        stage: str,
+        timings: ActivationTimings | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.timings = timings or ActivationTimings()
+        self.sender = sender = Settings.model_fields["notification_sender"].default
+        # Named literally and passed on by name: moto's CloudFormation skips
+        # secrets, and the local runtime creates skipped ones under these names.
+        self.pepper_name = pepper_name = f"tbcss-{stage}/kyc-fingerprint-pepper"
+        self.pepper = secretsmanager.Secret(
+            self,
+            "KycPepper",
+            secret_name=pepper_name,
+            description="Pepper of the KYC fingerprints (HMAC-SHA256); rotating means re-keying",
+            encryption_key=platform.key,
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=PEPPER_LENGTH, exclude_punctuation=True
+            ),
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.knobs = ssm.StringParameter(
+            self,
+            "SimulatorKnobs",
+            parameter_name=f"/tbcss/{stage}/simulator-knobs",
+            string_value="{}",
+            description="Failure, timeout and latency knobs of the KYC and network simulators",
+        )
+        self.escalations = sqs.Queue(
+            self,
+            "EscalationQueue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=platform.key,
+            retention_period=Duration.days(14),
+            enforce_ssl=True,
+        )
+        self.sender_identity = ses.EmailIdentity(
+            self, "SenderIdentity", identity=ses.Identity.email(sender)
+        )
+        environment = {
+            **platform.environment,
+            "KYC_KEY_ID": platform.key.key_id,
+            "KYC_PEPPER_SECRET_ID": pepper_name,
+            "SIMULATOR_KNOBS_PARAMETER": self.knobs.parameter_name,
+            "ESCALATION_QUEUE_URL": self.escalations.queue_url,
+            "NOTIFICATION_SENDER": sender,
+        }
+        self.tasks = self._tasks_function(platform, environment)
+        self.state_machine = self._state_machine()
+        self.api = self._api_function(platform, environment)
+        self._routes(platform)
+
+    # --- functions -------------------------------------------------------------
+
+    def _tasks_function(self, platform: Platform, environment: dict[str, str]) -> Any:
+        fn = ServiceFunction(
+            self,
+            "Tasks",
+            module="activation",
+            entry="tasks",
+            packaging=platform.packaging,
+            environment=environment,
+            timeout_seconds=30,
+        ).function
+        platform.table.grant_read_write_data(fn)
+        platform.bus.grant_put_events_to(fn)
+        platform.key.grant_decrypt(fn)  # open the sealed KYC for the provider
+        platform.key.grant_encrypt(fn)  # the escalation queue is encrypted under it
+        self._grant_pepper(fn)
+        self.knobs.grant_read(fn)
+        self.escalations.grant_send_messages(fn)
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["ses:SendEmail", "ses:SendRawEmail"],
+                resources=[self._arn("ses", f"identity/{self.sender}")],
+            )
+        )
+        # SMS straight to a phone number has no resource to scope it to.
+        fn.add_to_role_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=["*"]))
+        return fn
+
+    def _api_function(self, platform: Platform, environment: dict[str, str]) -> Any:
+        fn = ServiceFunction(
+            self,
+            "Api",
+            module="activation",
+            packaging=platform.packaging,
+            environment={
+                **environment,
+                "ACTIVATION_STATE_MACHINE_ARN": self.state_machine.state_machine_arn,
+            },
+        ).function
+        platform.table.grant_read_write_data(fn)
+        platform.key.grant(fn, "kms:GenerateDataKey")  # seal KYC; it never decrypts
+        self._grant_pepper(fn)
+        self.state_machine.grant_start_execution(fn)
+        return fn
+
+    def _grant_pepper(self, fn: Any) -> None:
+        """By name (with Secrets Manager's 6-character suffix), not by the secret's
+        Ref: the same policy then deploys where the secret is created out of band
+        (moto's CloudFormation skips secrets; see infra/local/deploy.py)."""
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue"],
+                resources=[self._arn("secretsmanager", f"secret:{self.pepper_name}-??????")],
+            )
+        )
+
+    def _arn(self, service: str, resource: str) -> str:
+        stack = Stack.of(self)
+        return f"arn:{stack.partition}:{service}:{stack.region}:{stack.account}:{resource}"
+
+    def _routes(self, platform: Platform) -> None:
+        integration = apigw.LambdaIntegration(self.api)
+        root = platform.api.root
+        # resource_for_path reuses /users/{user_id} if another module made it first.
+        for path, method in (
+            ("activate-sim", "POST"),
+            ("activations/{activation_id}", "GET"),
+            ("users/{user_id}", "GET"),
+        ):
+            root.resource_for_path(path).add_method(
+                method, integration, authorizer=platform.authorizer
+            )
+
+    # --- the state machine -------------------------------------------------------
+
+    def _state_machine(self) -> sfn.StateMachine:
+        t = self.timings
+        verify = self._task(Step.VERIFY_KYC, "verify_kyc")
+        provision = self._task(Step.PROVISION, "provision")
+        complete = self._task(Step.COMPLETE, "complete")
+        notify = self._task(Step.NOTIFY, "notify")
+        reject = self._task(Step.REJECT_KYC, "reject_kyc", with_error=True)
+        escalate = self._task(Step.ESCALATE, "escalate", with_error=True)
+        activated = sfn.Succeed(self, "Activated")
+
+        # KYC: any failure is recorded by the task and retried once; then rejected.
+        verify.add_retry(
+            errors=KYC_FAILURES,
+            interval=Duration.seconds(t.kyc_retry_seconds),
+            max_attempts=1,
+            backoff_rate=1.0,
+        )
+        verify.add_catch(reject, errors=KYC_FAILURES, result_path="$.error")
+        verify.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
+        # Network: transient errors back off exponentially; a permanent one, or the
+        # last transient one, goes to an engineer.
+        provision.add_retry(
+            errors=[NetworkTransientError.__name__],
+            interval=Duration.seconds(t.provision_interval_seconds),
+            max_attempts=t.provision_attempts - 1,
+            backoff_rate=t.provision_backoff_rate,
+            max_delay=Duration.seconds(t.provision_max_delay_seconds),
+        )
+        provision.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
+        self._retry_step(complete)
+        complete.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
+        notify.add_retry(
+            errors=[NotificationFailed.__name__],
+            interval=Duration.seconds(t.step_retry_seconds),
+            max_attempts=2,
+        )
+        # The line is active either way; a failed notification is in the history.
+        notify.add_catch(activated, errors=[ANY_ERROR], result_path="$.notify_error")
+        self._retry_step(reject)
+        self._retry_step(escalate)
+
+        definition = verify.next(provision).next(complete).next(notify).next(activated)
+        reject.next(sfn.Succeed(self, "Rejected"))
+        escalate.next(
+            sfn.Fail(self, "Escalated", error="ActivationEscalated", cause="handed to operations")
+        )
+        return sfn.StateMachine(
+            self,
+            "Workflow",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            query_language=sfn.QueryLanguage.JSON_PATH,
+            timeout=Duration.days(1),
+            comment="SIM activation: KYC, network provisioning, completion, notification",
+        )
+
+    def _task(self, step: Step, task: str, *, with_error: bool = False) -> tasks.LambdaInvoke:
+        payload: dict[str, Any] = {
+            "task": task,
+            "activation_id": sfn.JsonPath.string_at("$.activation_id"),
+        }
+        if with_error:
+            payload["error"] = sfn.JsonPath.object_at("$.error")
+        return tasks.LambdaInvoke(
+            self,
+            step.value,
+            lambda_function=self.tasks,
+            payload=sfn.TaskInput.from_object(payload),
+            payload_response_only=True,
+            result_path=sfn.JsonPath.DISCARD,  # every step reads the record, not the input
+        )
+
+    def _retry_step(self, task: tasks.LambdaInvoke) -> None:
+        """Bookkeeping steps: a few quick retries for throttling and races."""
+        task.add_retry(
+            errors=[ANY_ERROR],
+            interval=Duration.seconds(self.timings.step_retry_seconds),
+            max_attempts=3,
+            backoff_rate=2.0,
+        )

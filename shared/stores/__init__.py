@@ -1,0 +1,1 @@
+"""Single-table repositories of the modules beyond the foundation (one module each)."""
