@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 PYTEST := $(PY) -m pytest -q
 
 .PHONY: help install lint format test test-unit test-integration test-infra test-local test-e2e \
-        run synth layer lock bench bench-coldstart clean
+        run synth layer lock bench bench-coldstart bench-rating bench-billing clean
 
 help:
 	@echo "make run     start the whole system locally (moto, no Docker, no AWS account)"
@@ -74,10 +74,16 @@ lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
 		-o requirements-lambda.lock pyproject.toml
 
-bench: bench-coldstart
+bench: bench-coldstart bench-rating bench-billing
 
 bench-coldstart: $(STAMP)
 	$(PY) bench/cold_start.py
+
+bench-rating: $(STAMP)
+	$(PY) -m bench.rating
+
+bench-billing: $(STAMP)
+	$(PY) -m bench.billing
 
 clean:
 	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache .hypothesis

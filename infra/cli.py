@@ -5,6 +5,9 @@
     tbcss local clock show | advance --days N | --hours N
     tbcss token --sub demo-prepaid --role subscriber [--ttl-minutes 60]
     tbcss seed plans [--table NAME]
+    tbcss cdr generate [--count 1000] [--seed 1] [--msisdn N ...] [-o FILE]
+    tbcss cdr send FILE
+    tbcss bill run --date YYYY-MM-DD
 
 Failures print one line on stderr and exit with a non-zero code.
 """
@@ -103,7 +106,147 @@ def _parser() -> argparse.ArgumentParser:
     plans.add_argument("--region", help="region (default: the runtime's, or AWS_REGION)")
     _state_dir_option(plans)
     plans.set_defaults(run=_seed_plans)
+    _cdr_commands(commands)
+    _bill_commands(commands)
     return parser
+
+
+def _cdr_commands(commands: Any) -> None:
+    cdr = commands.add_parser("cdr", help="the CDR feed").add_subparsers(title="cdr")
+    generate = cdr.add_parser("generate", help="write a realistic CDR feed as JSON lines")
+    generate.add_argument("--count", type=int, default=1000, help="records before duplicates")
+    generate.add_argument("--seed", type=int, default=1, help="same seed, same feed")
+    generate.add_argument(
+        "--msisdn",
+        action="append",
+        help="subscriber number (repeatable; default: the demo subscribers)",
+    )
+    generate.add_argument("--duplicates", type=float, default=0.02, help="re-sent share")
+    generate.add_argument("--out-of-order", type=float, default=0.05, help="delayed share")
+    generate.add_argument("--unknown", type=float, default=0.01, help="unknown-number share")
+    generate.add_argument("--end", help="ISO time of the last record (default: now)")
+    generate.add_argument("-o", "--output", type=Path, help="file (default: stdout)")
+    generate.set_defaults(run=_cdr_generate)
+    send = cdr.add_parser("send", help="put a JSON-lines feed on the running system's stream")
+    send.add_argument("file", type=Path, help="JSON lines, one CDR each ('-': stdin)")
+    send.add_argument("--stream", help="stream name (default: the runtime's CDR stream)")
+    _state_dir_option(send)
+    send.set_defaults(run=_cdr_send)
+
+
+DEMO_MSISDNS = ("9876500001", "9876500002")
+
+
+def _cdr_generate(args: argparse.Namespace) -> None:
+    from datetime import UTC, datetime  # noqa: PLC0415 - fast start
+
+    from infra.cdr import FeedMix, generate, write_lines  # noqa: PLC0415
+
+    end = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC)
+    mix = FeedMix(
+        count=args.count,
+        duplicate_rate=args.duplicates,
+        out_of_order_rate=args.out_of_order,
+        unknown_rate=args.unknown,
+    )
+    records = generate(args.msisdn or DEMO_MSISDNS, mix, seed=args.seed, end=end)
+    if args.output is None:
+        write_lines(records, sys.stdout)
+        return
+    with args.output.open("w") as out:
+        count = write_lines(records, out)
+    print(f"{count} records written to {args.output}", file=sys.stderr)
+
+
+def _cdr_send(args: argparse.Namespace) -> None:
+    import boto3  # noqa: PLC0415 - fast start
+
+    from infra.cdr import progress_bar, read_lines, send  # noqa: PLC0415
+
+    info = _running(args.state_dir)
+    stream = args.stream or next((s for s in info["streams"] if "CdrStream" in s), None)
+    if stream is None:
+        raise CliError("the running system has no CDR stream")
+    if str(args.file) == "-":
+        records = read_lines(sys.stdin)
+    else:
+        with args.file.open() as lines:
+            records = read_lines(lines)
+    session = boto3.session.Session(
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        region_name=info["region"],
+    )
+    kinesis = session.client("kinesis", endpoint_url=info["aws_endpoint_url"])
+    count = send(kinesis, stream, records, progress_bar())
+    print(f"{count} records put on {stream}")
+
+
+def _bill_commands(commands: Any) -> None:
+    bill = commands.add_parser("bill", help="billing").add_subparsers(title="bill")
+    run = bill.add_parser("run", help="run the bill run of an IST day on the local system")
+    run.add_argument("--date", required=True, help="bill date YYYY-MM-DD (cycle-end day, IST)")
+    run.add_argument("--timeout", type=float, default=600, help="seconds to wait for the workers")
+    _state_dir_option(run)
+    run.set_defaults(run=_bill_run)
+
+
+def _bill_run(args: argparse.Namespace) -> None:
+    """Invokes the bill-run function (as its schedule would, for that day), then
+    shows the worker draining the billing queue as a progress bar on stderr."""
+    import time  # noqa: PLC0415 - fast start
+    from datetime import date  # noqa: PLC0415
+
+    import boto3  # noqa: PLC0415
+
+    try:
+        day = date.fromisoformat(args.date)
+    except ValueError:
+        raise CliError(f"not a date (YYYY-MM-DD): {args.date!r}") from None
+    info = _running(args.state_dir)
+    function = next((n for i, n in info["functions"].items() if "BillingSchedules" in i), None)
+    queue = next((q for q in info["queues"] if "BillingTasks" in q and "Dlq" not in q), None)
+    if function is None or queue is None:
+        raise CliError("the running system has no billing module")
+    session = boto3.session.Session(
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        region_name=info["region"],
+    )
+    endpoint = info["aws_endpoint_url"]
+    payload = json.dumps({"sweep": "bill_run", "date": day.isoformat()})
+    answer = session.client("lambda", endpoint_url=endpoint).invoke(
+        FunctionName=function, Payload=payload.encode()
+    )
+    result = json.loads(answer["Payload"].read() or b"{}")
+    if answer.get("FunctionError"):
+        raise CliError(f"bill run failed: {result.get('errorMessage', result)}")
+    total = int(result.get("messages", 0))
+    sqs = session.client("sqs", endpoint_url=endpoint)
+    deadline = time.monotonic() + args.timeout
+    done = -1
+    while True:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        left = sum(int(value) for value in attributes.values())
+        if total - left != done:
+            done = max(0, total - left)
+            _progress(done, total)
+        if left == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    sys.stderr.write("\n")
+    if left:
+        raise CliError(f"{left} message(s) still queued after {args.timeout:.0f} s")
+    print(f"bill run {day}: cycle days {result.get('cycle_days')}, {total} subscriber(s) billed")
+
+
+def _progress(done: int, total: int, width: int = 30) -> None:
+    filled = width * done // max(1, total)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} invoices")
+    sys.stderr.flush()
 
 
 def _state_dir_option(parser: argparse.ArgumentParser) -> None:

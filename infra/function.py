@@ -70,7 +70,8 @@ class Packaging:
 
 
 class ServiceFunction(Construct):
-    """A Lambda running ``functions/<module>/handler.py``'s ``handler``."""
+    """A Lambda running ``functions/<module>/<entry>.py``'s ``handler`` (entry
+    defaults to handler.py; e.g. ``tasks`` for a module's workflow tasks)."""
 
     def __init__(
         self,
@@ -83,6 +84,7 @@ class ServiceFunction(Construct):
         memory_mb: int = 512,
         timeout_seconds: int = 10,
         handler: str = "handler",
+        entry: str = "handler",
     ) -> None:
         super().__init__(scope, construct_id)
         log_group = logs.LogGroup(
@@ -97,7 +99,7 @@ class ServiceFunction(Construct):
             runtime=lambda_.Runtime.PYTHON_3_11,
             architecture=lambda_.Architecture.ARM_64,
             code=packaging.code,
-            handler=f"functions.{module}.handler.{handler}",
+            handler=f"functions.{module}.{entry}.{handler}",
             layers=packaging.layers(scope),
             memory_size=memory_mb,
             timeout=Duration.seconds(timeout_seconds),

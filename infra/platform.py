@@ -91,6 +91,8 @@ def build_platform(scope: Construct, *, stage: str, packaging: Packaging) -> Pla
             throttling_burst_limit=400,
         ),
         cloud_watch_role=False,
+        # Billing returns invoice PDFs as base64 bodies: API Gateway sends them as bytes.
+        binary_media_types=["application/pdf"],
     )
     for response_type, (code, message) in GATEWAY_ERRORS.items():
         api.add_gateway_response(

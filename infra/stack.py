@@ -7,9 +7,12 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
+from infra.activation import Activation, ActivationTimings
+from infra.billing import Billing
 from infra.function import Packaging
 from infra.plans import Plans
 from infra.platform import build_platform
+from infra.usage import Usage
 
 
 class TbCssStack(Stack):
@@ -20,11 +23,21 @@ class TbCssStack(Stack):
         *,
         stage: str = "dev",
         packaging: Packaging | None = None,
+        activation_timings: ActivationTimings | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.platform = build_platform(self, stage=stage, packaging=packaging or Packaging())
         self.plans = Plans(self, "Plans", platform=self.platform)
+        self.usage = Usage(self, "Usage", platform=self.platform)
+        timings = activation_timings or ActivationTimings.from_context(
+            self.node.try_get_context("activation_retry_seconds")
+        )
+        self.activation = Activation(
+            self, "Activation", platform=self.platform, stage=stage, timings=timings
+        )
+
+        self.billing = Billing(self, "Billing", platform=self.platform)
 
         CfnOutput(self, "ApiUrl", value=self.platform.api.url)
         CfnOutput(self, "TableName", value=self.platform.table.table_name)

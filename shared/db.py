@@ -8,7 +8,8 @@ conditions, not earlier reads, decide whether the change may happen.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, cast
 
@@ -28,6 +29,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from shared.clock import IST
 from shared.errors import (
     ActivePlanExists,
     ConcurrentModification,
@@ -95,6 +97,11 @@ def bind_table(table_name: str, region: str | None = None) -> None:
     for model in models:
         model._connection = None  # PynamoDB caches the table name in the connection
     _connection.cache_clear()
+
+
+def current_table() -> tuple[str, str]:
+    """The table name and region the models are bound to now."""
+    return _TableMeta.table_name, _TableMeta.region
 
 
 def _all_subclasses(cls: type[Model]) -> Iterable[type[Model]]:
@@ -203,6 +210,14 @@ class SubscriberItem(Item):
     bill_cycle_day = NumberAttribute()
     created_at = UTCDateTimeAttribute()
     version = VersionAttribute()
+    # Activation (issue 4): contact details, the SIM, and the sealed KYC record (JSON
+    # of shared.kyc.SealedKyc: ciphertext and mask only, never the number).
+    name = UnicodeAttribute(null=True)
+    email = UnicodeAttribute(null=True)
+    phone = UnicodeAttribute(null=True)
+    iccid = UnicodeAttribute(null=True)
+    activation_id = UnicodeAttribute(null=True)
+    kyc = UnicodeAttribute(null=True)
 
     @classmethod
     def from_domain(cls, subscriber: Subscriber) -> SubscriberItem:
@@ -220,6 +235,12 @@ class SubscriberItem(Item):
 
     def to_domain(self) -> Subscriber:
         return Subscriber.model_validate(_domain_values(self, Subscriber))
+
+
+def expiry_index_pk(valid_until: datetime, user_id: str) -> str:
+    """GSI1 partition of a prepaid plan expiring on an IST date (the expiry sweep's index)."""
+    day = valid_until.astimezone(IST).date().isoformat()
+    return f"EXPIRES#{day}#{hash_shard(user_id)}"
 
 
 def hash_shard(user_id: str) -> int:
@@ -250,9 +271,16 @@ class _SubscriptionFields(Item):
 
 
 class ActiveSubscriptionItem(_SubscriptionFields):
-    """``SUB#ACTIVE``: the one active plan. Claimed by a conditional put."""
+    """``SUB#ACTIVE``: the one active plan. Claimed by a conditional put.
+
+    A prepaid plan is in the expiry index (GSI1 ``EXPIRES#<IST date>#<shard>``)
+    until the expiry sweep has renewed or expired it (issue 6).
+    """
 
     period_sk = UnicodeAttribute()
+    gsi1 = Gsi1()
+    gsi1pk = UnicodeAttribute(attr_name=GSI1PK, null=True)
+    gsi1sk = UnicodeAttribute(attr_name=GSI1SK, null=True)
 
 
 class SubscriptionPeriodItem(_SubscriptionFields):
@@ -343,12 +371,16 @@ class DynamoSubscriptionStore:
 
     @staticmethod
     def _active_item(subscription: Subscription) -> ActiveSubscriptionItem:
-        return ActiveSubscriptionItem(
+        item = ActiveSubscriptionItem(
             pk=user_pk(subscription.user_id),
             sk=ACTIVE_SUBSCRIPTION_SK,
             period_sk=_period_sk(subscription),
             **_subscription_fields(subscription),
         )
+        if subscription.valid_until is not None:
+            item.gsi1pk = expiry_index_pk(subscription.valid_until, subscription.user_id)
+            item.gsi1sk = user_pk(subscription.user_id)
+        return item
 
     @staticmethod
     def _period_item(subscription: Subscription) -> SubscriptionPeriodItem:
@@ -381,10 +413,18 @@ class _transaction:
     debit, when present, is the last item.
     """
 
-    def __init__(self, *, slot_error: Exception, debits_wallet: bool) -> None:
+    def __init__(
+        self,
+        *,
+        slot_error: Exception,
+        debits_wallet: bool,
+        item_errors: Mapping[int, Exception] | None = None,
+    ) -> None:
         self._tx = TransactWrite(connection=_connection())
         self._slot_error = slot_error
         self._debits_wallet = debits_wallet
+        # Further items whose failed condition has its own meaning (by position).
+        self._item_errors = dict(item_errors or {})
 
     def __enter__(self) -> TransactWrite:
         return self._tx.__enter__()
@@ -402,6 +442,9 @@ class _transaction:
         ]
         if failed and failed[0]:
             return self._slot_error
+        for index, item_error in sorted(self._item_errors.items()):
+            if index < len(failed) and failed[index]:
+                return item_error
         if failed and failed[-1] and self._debits_wallet:
             return InsufficientBalance("the prepaid wallet does not cover this purchase")
         if any(failed) or error.cause_response_code == "TransactionCanceledException":

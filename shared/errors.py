@@ -62,6 +62,22 @@ class Conflict(DomainError):
     code = "CONFLICT"
 
 
+class DuplicateIccid(Conflict):
+    """The SIM (ICCID) is already claimed by another subscriber."""
+
+    code = "DUPLICATE_ICCID"
+
+
+class DuplicateMsisdn(Conflict):
+    """The mobile number is already claimed by another subscriber."""
+
+    code = "DUPLICATE_MSISDN"
+
+
+class ActivationNotFound(NotFound):
+    code = "ACTIVATION_NOT_FOUND"
+
+
 class ActivePlanExists(Conflict):
     code = "ACTIVE_PLAN_EXISTS"
 

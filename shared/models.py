@@ -76,6 +76,7 @@ class SubscriberStatus(StrEnum):
     ACTIVE = "ACTIVE"
     TEMP_BLOCKED = "TEMP_BLOCKED"
     PENDING_DISCONNECT = "PENDING_DISCONNECT"
+    KYC_REJECTED = "KYC_REJECTED"  # activation refused; SIM and number went back to stock
     PERMANENT_DISCONNECTED = "PERMANENT_DISCONNECTED"
 
 
@@ -89,6 +90,12 @@ class Subscriber(Frozen):
     status: SubscriberStatus
     bill_cycle_day: Annotated[int, Field(ge=1, le=31)] = 1
     created_at: datetime
+    # Set by activation (issue 4); optional so profiles created elsewhere stay valid.
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    iccid: str | None = None
+    activation_id: str | None = None
 
 
 class Subscription(Frozen):

@@ -30,8 +30,36 @@ class Settings(BaseSettings):
     # Idempotency records live in the single table and expire after this many seconds.
     idempotency_ttl_seconds: int = 24 * 3600
 
+    # Usage rating (issue 5): where CDRs that cannot be rated go for review.
+    anomaly_queue_url: str = ""
+
     # The operator's GST registration state (decides CGST+SGST vs IGST).
     operator_state: str = "KA"
+
+    # Activation (issue 4). KYC numbers are sealed under this KMS key; the pepper of
+    # their fingerprints lives in Secrets Manager (name or ARN).
+    kyc_key_id: str = ""
+    kyc_pepper_secret_id: str = ""
+    activation_state_machine_arn: str = ""
+    escalation_queue_url: str = ""
+    notification_sender: str = "no-reply@tbcss.example.in"
+    # Which adapters talk to the KYC provider and the network: only "simulator" exists yet.
+    kyc_provider: str = "simulator"
+    network_provisioner: str = "simulator"
+    # SSM parameter (JSON) holding the simulators' failure / latency knobs.
+    simulator_knobs_parameter: str = ""
+
+    # Billing (issue 6).
+    invoice_due_days: int = 15  # due date = bill date + this many days
+    overdue_grace_days: int = 7  # InvoiceOverdue this many days after the due date
+    invoice_bucket_name: str = ""  # the invoice PDFs
+    billing_queue_url: str = ""  # bill-run and sweep fan-out (one message per subscriber)
+    operator_name: str = "TB Telecom Pvt Ltd"
+    operator_gstin: str = "29ABCDE1234F1Z5"
+    operator_address: str = "12 MG Road|Bengaluru 560001"  # lines separated by "|"
+    operator_upi_id: str = "tbtelecom@upi"
+    operator_payment_url: str = "https://pay.tbtelecom.example.in"
+    operator_support: str = "care@tbtelecom.example.in, 198"
 
 
 @lru_cache(maxsize=1)

@@ -245,18 +245,27 @@ class StackArtifact:
     assets_path: Path | None
 
 
-def synthesize(app_spec: str, state_dir: Path, *, project_root: Path = ROOT) -> StackArtifact:
+def synthesize(
+    app_spec: str,
+    state_dir: Path,
+    *,
+    project_root: Path = ROOT,
+    context: Mapping[str, Any] | None = None,
+) -> StackArtifact:
     """Synthesize ``module:function`` into ``<state>/synth/<hash>``, reusing an
-    assembly whose inputs have not changed (synth costs seconds; hashing, milliseconds)."""
-    digest = _synth_inputs_digest(app_spec, project_root)
+    assembly whose inputs have not changed (synth costs seconds; hashing, milliseconds).
+    ``context`` is CDK context, as ``cdk synth -c key=value`` would pass it."""
+    context_json = json.dumps(dict(context or {}), sort_keys=True)
+    digest = _synth_inputs_digest(app_spec, project_root, context_json)
     outdir = state_dir / "synth" / digest
     if not (outdir / "manifest.json").is_file():
-        _run_synth(app_spec, outdir, project_root)
+        _run_synth(app_spec, outdir, project_root, context_json)
     return _stack_artifact(outdir)
 
 
-def _synth_inputs_digest(app_spec: str, project_root: Path) -> str:
+def _synth_inputs_digest(app_spec: str, project_root: Path, context_json: str = "{}") -> str:
     hasher = hashlib.sha256(app_spec.encode())
+    hasher.update(context_json.encode())
     module_file = project_root / (app_spec.split(":", 1)[0].replace(".", "/") + ".py")
     # An app in its own directory (a test fixture) depends on everything beside it.
     beside = _files_under(module_file.parent, module_file.parent != project_root)
@@ -292,7 +301,7 @@ app.synth()
 """
 
 
-def _run_synth(app_spec: str, outdir: Path, project_root: Path) -> None:
+def _run_synth(app_spec: str, outdir: Path, project_root: Path, context_json: str) -> None:
     # A subprocess: jsii starts a Node process we do not want living in the runtime.
     outdir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=outdir.parent))
@@ -300,6 +309,7 @@ def _run_synth(app_spec: str, outdir: Path, project_root: Path) -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project_root), env.get("PYTHONPATH")]))
     # Apps whose factory has no outdir parameter honour the CLI's variable.
     env["CDK_OUTDIR"] = str(tmp)
+    env["CDK_CONTEXT_JSON"] = context_json  # what the CDK CLI uses to hand an app its context
     completed = subprocess.run(  # noqa: S603 - fixed interpreter and script
         [sys.executable, "-c", _SYNTH_SCRIPT, app_spec, str(tmp)],
         cwd=project_root,
@@ -349,10 +359,11 @@ def deploy(
     *,
     app_spec: str = DEFAULT_APP,
     project_root: Path = ROOT,
+    context: Mapping[str, Any] | None = None,
 ) -> Deployment:
     """Synthesize (cached) and deploy the app's stack into the moto at ``endpoint_url``."""
     started = time.monotonic()
-    artifact = synthesize(app_spec, state_dir, project_root=project_root)
+    artifact = synthesize(app_spec, state_dir, project_root=project_root, context=context)
     template = json.loads(artifact.template_path.read_text())
     session = _session(artifact.region)
     clients = _Clients(session, endpoint_url)
@@ -360,6 +371,7 @@ def deploy(
     if artifact.assets_path is not None:
         _publish_assets(clients, artifact.assets_path, artifact.region)
     _create_stack(clients.cloudformation, artifact.stack_name, moto_template(template))
+    _stand_in_for_skipped_resources(clients, template)
     _mirror_state_machines(clients, endpoint_url)
     deployment = describe(
         clients,
@@ -500,6 +512,33 @@ def _create_stack(cloudformation: Any, stack_name: str, template: dict[str, Any]
             raise DeployError(f"stack {stack_name} ended in {status}: {reason}")
         time.sleep(0.1)
     raise DeployError(f"stack {stack_name} not created after {DEPLOY_TIMEOUT_SECONDS:.0f} s")
+
+
+def _stand_in_for_skipped_resources(clients: _Clients, template: Mapping[str, Any]) -> None:
+    """Create what moto's CloudFormation skips but handlers need at run time:
+    named secrets (with a generated value, as GenerateSecretString would make)
+    and verified SES email identities (moto's SES refuses unverified senders)."""
+    for resource in template.get("Resources", {}).values():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::SecretsManager::Secret" and isinstance(props.get("Name"), str):
+            _create_secret(clients.client("secretsmanager"), props)
+        elif resource["Type"] == "AWS::SES::EmailIdentity":
+            identity = str(props["EmailIdentity"])
+            ses = clients.client("ses")
+            if "@" in identity:
+                ses.verify_email_identity(EmailAddress=identity)
+            else:
+                ses.verify_domain_identity(Domain=identity)
+
+
+def _create_secret(secrets: Any, props: Mapping[str, Any]) -> None:
+    generate = props.get("GenerateSecretString", {})
+    value = secrets.get_random_password(
+        PasswordLength=int(generate.get("PasswordLength", 32)),
+        ExcludePunctuation=bool(generate.get("ExcludePunctuation", False)),
+    )["RandomPassword"]
+    with contextlib.suppress(secrets.exceptions.ResourceExistsException):
+        secrets.create_secret(Name=props["Name"], SecretString=value)
 
 
 def _mirror_state_machines(clients: _Clients, endpoint_url: str) -> None:
@@ -768,6 +807,10 @@ class _TemplateReader:
             "AWS::ApiGateway::Authorizer": "API Gateway authorizers: the local gateway runs them",
             "AWS::ApiGateway::Stage": "API Gateway stage: the local gateway serves at /",
             "AWS::ApiGateway::GatewayResponse": "gateway responses: the local gateway renders them",
+            "AWS::SecretsManager::Secret": "secrets: the runtime creates each named secret "
+            "with a generated value (moto's CloudFormation skips them)",
+            "AWS::SES::EmailIdentity": "SES identities: the runtime verifies them "
+            "(moto's CloudFormation skips them; moto's SES refuses unverified senders)",
         }
         present = {resource["Type"] for resource in self._resources.values()}
         notes = [note for kind, note in skipped.items() if kind in present]

@@ -32,7 +32,7 @@ from infra.local.pollers import EventSourcePollers
 from infra.local.scheduler import PatternDelivery, Scheduler
 from infra.local.workers import LocalSettings, WorkerInvoker
 from shared.catalog import seed_plans
-from shared.db import DynamoPlanCatalog, DynamoSubscriptionStore, bind_table
+from shared.db import DynamoPlanCatalog, DynamoSubscriptionStore, bind_table, current_table
 from shared.errors import ConcurrentModification
 from shared.models import Subscriber, SubscriberStatus, SubscriberType
 
@@ -42,6 +42,7 @@ RUNTIME_FILE = "runtime.json"
 DEFAULT_STATE_DIR = Path(".tbcss")
 DEFAULT_API_PORT = 3000
 DEMO_WALLET_PAISE = 100_000  # ₹1,000
+LOCAL_CONTEXT: dict[str, Any] = {"activation_retry_seconds": 1}
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class RuntimeOptions:
     seed: bool = True  # the plan catalog and the demo subscribers
     echo: Callable[[str], None] | None = field(default=None)  # where handler logs go
     max_workers_per_function: int = 4
+    # CDK context for the synth: short workflow retry intervals, so a demo or a test
+    # sees a retry or an escalation in seconds (production keeps the stack defaults).
+    context: dict[str, Any] = field(default_factory=lambda: dict(LOCAL_CONTEXT))
 
 
 class LocalRuntime:
@@ -110,7 +114,10 @@ class LocalRuntime:
         self._mark("moto")
         # Handlers' boto3 clients (and this process's) find moto through this variable.
         self.deployment = deploy(
-            self.moto.endpoint_url, self.state_dir, app_spec=self.options.app_spec
+            self.moto.endpoint_url,
+            self.state_dir,
+            app_spec=self.options.app_spec,
+            context=self.options.context,
         )
         self._mark("deploy")
         settings = LocalSettings(
@@ -202,8 +209,14 @@ class LocalRuntime:
         repositories the handlers use (into the deployed table)."""
         assert self.deployment is not None
         table = next(iter(self.deployment.tables.values()))
+        previous = current_table()
         with _aws_environment(self.moto.endpoint_url, self.deployment.region):
-            seed_table(table, self.deployment.region)
+            try:
+                seed_table(table, self.deployment.region)
+            finally:
+                # Leave this process's models (and their cached clients) as they were:
+                # a runtime started in-process by tests must not capture other tests' table.
+                bind_table(*previous)
 
     # --- control plane (the gateway's /_local endpoints) -----------------------
 

@@ -151,9 +151,27 @@ def test_every_route_but_health_requires_the_authorizer(resources: Resources) ->
         assert props["AuthorizerId"] == {"Ref": authorizer_name}, route
 
 
+PLANS_ROUTES = frozenset(
+    {"GET /health", "GET /plans", "GET /plans/{plan_id}", "POST /subscribe", "POST /upgrade"}
+)
+
+
+PLANS_ROUTES = {
+    "GET /health",
+    "GET /plans",
+    "GET /plans/{plan_id}",
+    "POST /subscribe",
+    "POST /upgrade",
+}
+
+
 def test_routes_proxy_to_the_plans_function(resources: Resources) -> None:
     fn_name, _ = function_named(resources, "functions.plans.handler.handler")
     for route, props in _routes(resources).items():
+        if route not in PLANS_ROUTES:
+            continue  # other modules' routes (their own tests check them)
+        if route not in PLANS_ROUTES:
+            continue  # another module's route, asserted in its own test module
         assert props["Integration"]["Type"] == "AWS_PROXY", route
         assert {"Fn::GetAtt": [fn_name, "Arn"]} in _walk(props["Integration"]["Uri"]), route
 

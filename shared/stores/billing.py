@@ -1,0 +1,697 @@
+"""Billing's items in the single table, and the adapters behind the ports of
+:mod:`shared.services.billing` (DynamoDB, S3 for the PDFs, SQS for the fan-out,
+usage rating's state for the cycle's overage).
+
+| item | PK | SK | GSI1 (PK / SK) |
+|---|---|---|---|
+| invoice | ``USER#<id>`` | ``INV#<cycle>#<invoice_id>`` | ``DUE#<due date>#<shard>`` / id (1) |
+| billing account | ``USER#<id>`` | ``BILLING`` | |
+| FY invoice counter | ``INVOICE_SEQ#<fy>`` | ``COUNTER`` | |
+| prepaid plan (db.py) | ``USER#<id>`` | ``SUB#ACTIVE`` | ``EXPIRES#<IST date>#<shard>`` (2) |
+
+(1) while unpaid and before its overdue notice; (2) until renewed or expired.
+
+Requests per invoice of a bill run: one Query (profile + plan history: the SK
+range ``PROFILE``..``SUB#~``), one BatchGetItem (account, counter, invoice), the
+rating state's GetItem and its conditional Put (closing the cycle), one Query
+for pending late usage, the TransactWriteItems, and the UpdateItem that marks
+the invoice published: 7 (``make bench-billing`` counts them).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter
+from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from shared.billing import CarryForward, CreditNote, Invoice, LateUsageItem
+from shared.cycles import BillCycle
+from shared.db import (
+    ACTIVE_SUBSCRIPTION_SK,
+    GSI1,
+    GSI1PK,
+    GSI1SK,
+    GSI2,
+    ActiveSubscriptionItem,
+    Gsi1,
+    Item,
+    SubscriberItem,
+    SubscriptionPeriodItem,
+    _connection,
+    _TableMeta,
+    hash_shard,
+    user_pk,
+)
+from shared.invoice_pdf import OperatorDetails, render_invoice_pdf
+from shared.models import Subscriber, Subscription
+from shared.rating import UsageType
+from shared.services.billing import (
+    UNPAID,
+    AccountChanged,
+    BillingAccount,
+    BillingInputs,
+    CounterMoved,
+    CycleUsageSnapshot,
+    HistoryEntry,
+    InvoiceAlreadyIssued,
+    InvoiceNotFound,
+    InvoiceRecord,
+    InvoiceStatus,
+    IssuedCreditNote,
+    PendingLateUsage,
+    parse_invoice_id,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
+BILLING_SK = "BILLING"
+COUNTER_SK = "COUNTER"
+PROFILE_SK = "PROFILE"
+HISTORY_END = "SUB#~"  # past every SUB#... key: PROFILE..SUB#~ = profile + plan history
+LATE_PENDING = "PENDING_INVOICE"
+LATE_INVOICED = "INVOICED"
+SEND_BATCH_MAX = 10
+BATCH_GET_ATTEMPTS = 5
+
+_HISTORY = TypeAdapter(tuple[HistoryEntry, ...])
+_NOTES = TypeAdapter(tuple[IssuedCreditNote, ...])
+_PENDING = TypeAdapter(tuple[CreditNote, ...])
+
+
+def invoice_sk(period: str, invoice_id: str) -> str:
+    return f"INV#{period}#{invoice_id}"
+
+
+def counter_pk(fy: str) -> str:
+    return f"INVOICE_SEQ#{fy}"
+
+
+def due_index_pk(due: date, user_id: str) -> str:
+    return f"DUE#{due.isoformat()}#{hash_shard(user_id)}"
+
+
+class InvoiceItem(Item):
+    gsi1 = Gsi1()
+    gsi1pk = UnicodeAttribute(attr_name=GSI1PK, null=True)
+    gsi1sk = UnicodeAttribute(attr_name=GSI1SK, null=True)
+    invoice_id = UnicodeAttribute()
+    invoice_number = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    status = UnicodeAttribute()
+    bill_date = UnicodeAttribute()
+    due_date = UnicodeAttribute()
+    total_paise = NumberAttribute()
+    document = UnicodeAttribute()  # the Invoice as JSON: what the PDF shows, forever
+    history = UnicodeAttribute(default="[]")
+    credit_notes = UnicodeAttribute(default="[]")
+    credited_paise = NumberAttribute(default=0)
+    published = BooleanAttribute(default=False)
+    overdue_notified = BooleanAttribute(default=False)
+    pdf_key = UnicodeAttribute(null=True)
+
+    def to_record(self) -> InvoiceRecord:
+        return InvoiceRecord(
+            invoice=Invoice.model_validate_json(self.document),
+            status=InvoiceStatus(self.status),
+            history=_HISTORY.validate_json(self.history),
+            credit_notes=_NOTES.validate_json(self.credit_notes),
+            published=bool(self.published),
+            overdue_notified=bool(self.overdue_notified),
+            pdf_key=self.pdf_key,
+        )
+
+
+class BillingAccountItem(Item):
+    carry_credit_note_paise = NumberAttribute(default=0)
+    carry_credit_paise = NumberAttribute(default=0)
+    pending_credit_notes = UnicodeAttribute(default="[]")
+    version = NumberAttribute(default=0)
+
+    def to_domain(self) -> BillingAccount:
+        return BillingAccount(
+            carry=CarryForward(
+                credit_note_paise=int(self.carry_credit_note_paise),
+                credit_paise=int(self.carry_credit_paise),
+            ),
+            pending_credit_notes=_PENDING.validate_json(self.pending_credit_notes),
+            version=int(self.version),
+        )
+
+
+class InvoiceCounterItem(Item):
+    last_sequence = NumberAttribute(default=0)
+
+
+class LateUsageMark(Item):
+    """The billing-owned attributes of usage rating's late-usage items."""
+
+    status = UnicodeAttribute(null=True)
+    invoice_id = UnicodeAttribute(null=True)
+
+
+def _invoice_item(record: InvoiceRecord) -> InvoiceItem:
+    invoice = record.invoice
+    user_id = invoice.subscriber.user_id
+    item = InvoiceItem(
+        pk=user_pk(user_id),
+        sk=invoice_sk(_period(invoice), invoice.invoice_id),
+        entity="INVOICE",
+        invoice_id=invoice.invoice_id,
+        invoice_number=invoice.invoice_number or "",
+        user_id=user_id,
+        status=record.status.value,
+        bill_date=invoice.bill_date.isoformat(),
+        due_date=invoice.due_date.isoformat(),
+        total_paise=invoice.total_paise,
+        document=invoice.model_dump_json(),
+        history=_HISTORY.dump_json(record.history).decode(),
+        credit_notes=_NOTES.dump_json(record.credit_notes).decode(),
+        credited_paise=record.credited_paise,
+        published=record.published,
+        overdue_notified=record.overdue_notified,
+        pdf_key=record.pdf_key,
+    )
+    if record.status in UNPAID and not record.overdue_notified:
+        item.gsi1pk = due_index_pk(invoice.due_date, user_id)
+        item.gsi1sk = invoice.invoice_id
+    return item
+
+
+def _period(invoice: Invoice) -> str:
+    return parse_invoice_id(invoice.invoice_id)[1]
+
+
+def _key(record: InvoiceRecord) -> tuple[str, str]:
+    invoice = record.invoice
+    return user_pk(invoice.subscriber.user_id), invoice_sk(_period(invoice), invoice.invoice_id)
+
+
+def _account_item(user_id: str, account: BillingAccount, version: int) -> BillingAccountItem:
+    return BillingAccountItem(
+        pk=user_pk(user_id),
+        sk=BILLING_SK,
+        entity="BILLING_ACCOUNT",
+        carry_credit_note_paise=account.carry.credit_note_paise,
+        carry_credit_paise=account.carry.credit_paise,
+        pending_credit_notes=_PENDING.dump_json(account.pending_credit_notes).decode(),
+        version=version,
+    )
+
+
+def _account_unchanged(version: int) -> Any:
+    if version == 0:
+        return BillingAccountItem.pk.does_not_exist()
+    return BillingAccountItem.version == version
+
+
+def _history_json(record: InvoiceRecord, entry: HistoryEntry) -> str:
+    return _HISTORY.dump_json((*record.history, entry)).decode()
+
+
+def _failed(error: TransactWriteError) -> list[bool]:
+    return [
+        reason is not None and reason.code == "ConditionalCheckFailed"
+        for reason in error.cancellation_reasons
+    ]
+
+
+class DynamoBillingStore:
+    """Implements :class:`shared.services.billing.BillingStore`."""
+
+    def __init__(self) -> None:
+        self._client: Any = _connection().client
+
+    @property
+    def _table(self) -> str:
+        return str(_TableMeta.table_name)
+
+    # --- issue ------------------------------------------------------------------
+
+    def subscriber(self, user_id: str) -> Subscriber | None:
+        try:
+            return SubscriberItem.get(user_pk(user_id), PROFILE_SK).to_domain()
+        except SubscriberItem.DoesNotExist:
+            return None
+
+    def load_for_billing(
+        self, user_id: str, invoice_id: str, period: str, fy: str
+    ) -> BillingInputs:
+        subscriber, periods = self._profile_and_history(user_id)
+        keys = [(user_pk(user_id), BILLING_SK), (counter_pk(fy), COUNTER_SK)]
+        keys.append((user_pk(user_id), invoice_sk(period, invoice_id)))
+        found = self._batch_get(keys)
+        account_raw = found.get(keys[0])
+        counter_raw = found.get(keys[1])
+        invoice_raw = found.get(keys[2])
+        return BillingInputs(
+            subscriber=subscriber,
+            periods=tuple(periods),
+            account=(
+                BillingAccountItem.from_raw_data(account_raw).to_domain()
+                if account_raw
+                else BillingAccount()
+            ),
+            counter=int(InvoiceCounterItem.from_raw_data(counter_raw).last_sequence)
+            if counter_raw
+            else 0,
+            existing=InvoiceItem.from_raw_data(invoice_raw).to_record() if invoice_raw else None,
+        )
+
+    def _profile_and_history(self, user_id: str) -> tuple[Subscriber | None, list[Subscription]]:
+        subscriber = None
+        periods = []
+        for raw in self._query(
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :first AND :last",
+            ExpressionAttributeValues={
+                ":pk": {"S": user_pk(user_id)},
+                ":first": {"S": PROFILE_SK},
+                ":last": {"S": HISTORY_END},
+            },
+            ConsistentRead=True,
+        ):
+            sort_key = raw["SK"]["S"]
+            if sort_key == PROFILE_SK:
+                subscriber = SubscriberItem.from_raw_data(raw).to_domain()
+            elif sort_key.startswith("SUB#") and sort_key != ACTIVE_SUBSCRIPTION_SK:
+                periods.append(SubscriptionPeriodItem.from_raw_data(raw).to_domain())
+        return subscriber, periods
+
+    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        start: dict[str, Any] | None = None
+        while True:
+            page = self._client.query(
+                TableName=self._table, **kwargs, **({"ExclusiveStartKey": start} if start else {})
+            )
+            yield from page.get("Items", [])
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return
+
+    def _batch_get(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        pending = [{"PK": {"S": pk}, "SK": {"S": sk}} for pk, sk in keys]
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            response = self._client.batch_get_item(
+                RequestItems={self._table: {"Keys": pending, "ConsistentRead": True}}
+            )
+            for raw in response.get("Responses", {}).get(self._table, []):
+                found[(raw["PK"]["S"], raw["SK"]["S"])] = raw
+            pending = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+            if not pending:
+                return found
+            time.sleep(0.05 * 2**attempt)
+        raise RuntimeError(f"{len(pending)} key(s) still unprocessed by BatchGetItem")
+
+    def read_counter(self, fy: str) -> int:
+        try:
+            item = InvoiceCounterItem.get(counter_pk(fy), COUNTER_SK, consistent_read=True)
+        except InvoiceCounterItem.DoesNotExist:
+            return 0
+        return int(item.last_sequence)
+
+    def issue(
+        self,
+        record: InvoiceRecord,
+        *,
+        counter_was: int,
+        account: BillingAccount,
+        account_version: int,
+        late_keys: Sequence[str],
+    ) -> None:
+        invoice = record.invoice
+        assert invoice.invoice_number is not None, "number the invoice first"
+        user_id = invoice.subscriber.user_id
+        fy = invoice.invoice_number.split("/")[1]
+        writes_account = account_version > 0 or not account.is_empty
+        try:
+            with TransactWrite(connection=_connection()) as tx:
+                # Puts first, then updates (PynamoDB's order): invoice, account, counter, late.
+                tx.save(_invoice_item(record), condition=InvoiceItem.pk.does_not_exist())
+                if writes_account:
+                    tx.save(
+                        _account_item(user_id, account, account_version + 1),
+                        condition=_account_unchanged(account_version),
+                    )
+                counter = InvoiceCounterItem(pk=counter_pk(fy), sk=COUNTER_SK)
+                unchanged = (
+                    InvoiceCounterItem.last_sequence == counter_was
+                    if counter_was
+                    else InvoiceCounterItem.pk.does_not_exist()
+                )
+                tx.update(
+                    counter,
+                    actions=[
+                        InvoiceCounterItem.entity.set("INVOICE_COUNTER"),
+                        InvoiceCounterItem.last_sequence.set(counter_was + 1),
+                    ],
+                    condition=unchanged,
+                )
+                for sort_key in late_keys:
+                    tx.update(
+                        LateUsageMark(pk=user_pk(user_id), sk=sort_key),
+                        actions=[
+                            LateUsageMark.status.set(LATE_INVOICED),
+                            LateUsageMark.invoice_id.set(invoice.invoice_id),
+                        ],
+                        condition=LateUsageMark.status == LATE_PENDING,
+                    )
+        except TransactWriteError as error:
+            failed = _failed(error)
+            if failed and failed[0]:
+                raise InvoiceAlreadyIssued(invoice.invoice_id) from error
+            counter_index = 2 if writes_account else 1
+            if writes_account and len(failed) > 1 and failed[1]:
+                raise AccountChanged(user_id) from error
+            if len(failed) > counter_index and failed[counter_index]:
+                raise CounterMoved(fy) from error
+            if any(failed[counter_index + 1 :]):
+                raise AccountChanged(f"{user_id}: late usage was billed meanwhile") from error
+            # Cancelled by a concurrent transaction on the counter: take a fresh number.
+            raise CounterMoved(fy) from error
+
+    def mark_published(self, record: InvoiceRecord, pdf_key: str) -> None:
+        pk, sk = _key(record)
+        InvoiceItem(pk=pk, sk=sk).update(
+            actions=[InvoiceItem.published.set(True), InvoiceItem.pdf_key.set(pdf_key)],
+            condition=InvoiceItem.pk.exists(),
+        )
+
+    # --- reads ------------------------------------------------------------------
+
+    def get_invoice(self, invoice_id: str) -> InvoiceRecord:
+        user_id, period = parse_invoice_id(invoice_id)
+        try:
+            item = InvoiceItem.get(user_pk(user_id), invoice_sk(period, invoice_id))
+        except InvoiceItem.DoesNotExist:
+            raise InvoiceNotFound(f"no invoice {invoice_id!r}") from None
+        return item.to_record()
+
+    def list_invoices(self, user_id: str, limit: int) -> list[InvoiceRecord]:
+        query = InvoiceItem.query(
+            user_pk(user_id),
+            InvoiceItem.sk.startswith("INV#"),
+            scan_index_forward=False,  # cycle labels sort by date: newest first
+            limit=limit,
+        )
+        return [item.to_record() for item in query]
+
+    # --- credit notes, overdue ----------------------------------------------------
+
+    def add_credit_note(self, record: InvoiceRecord, note: IssuedCreditNote) -> None:
+        user_id = record.invoice.subscriber.user_id
+        try:
+            account_item = BillingAccountItem.get(
+                user_pk(user_id), BILLING_SK, consistent_read=True
+            )
+            account = account_item.to_domain()
+        except BillingAccountItem.DoesNotExist:
+            account = BillingAccount()
+        pending = CreditNote.model_validate(note.model_dump(include=set(CreditNote.model_fields)))
+        updated = account.model_copy(
+            update={"pending_credit_notes": (*account.pending_credit_notes, pending)}
+        )
+        entry = HistoryEntry(
+            at=note.issued_at,
+            event="CREDIT_NOTE",
+            detail=f"{note.credit_note_id}: {note.reason}",
+            amount_paise=note.amount_paise,
+        )
+        pk, sk = _key(record)
+        try:
+            with TransactWrite(connection=_connection()) as tx:
+                tx.save(
+                    _account_item(user_id, updated, account.version + 1),
+                    condition=_account_unchanged(account.version),
+                )
+                tx.update(
+                    InvoiceItem(pk=pk, sk=sk),
+                    actions=[
+                        InvoiceItem.credit_notes.set(
+                            _NOTES.dump_json((*record.credit_notes, note)).decode()
+                        ),
+                        InvoiceItem.credited_paise.set(record.credited_paise + note.amount_paise),
+                        InvoiceItem.history.set(_history_json(record, entry)),
+                    ],
+                    condition=(InvoiceItem.credited_paise == record.credited_paise)
+                    & (InvoiceItem.history == _HISTORY.dump_json(record.history).decode()),
+                )
+        except TransactWriteError as error:
+            raise AccountChanged(user_id) from error
+
+    def mark_overdue(self, record: InvoiceRecord, at: datetime) -> bool:
+        entry = HistoryEntry(at=at, event="OVERDUE", detail="unpaid after the due date")
+        return self._conditional_update(
+            record,
+            [
+                InvoiceItem.status.set(InvoiceStatus.OVERDUE.value),
+                InvoiceItem.history.set(_history_json(record, entry)),
+            ],
+            InvoiceItem.status == InvoiceStatus.ISSUED.value,
+        )
+
+    def claim_overdue_notice(self, record: InvoiceRecord, at: datetime) -> bool:
+        """Once: the flag flips from false; the invoice leaves the due-date index
+        (nothing more for the sweep to do) and the history records the notice."""
+        current = self.get_invoice(record.invoice_id)  # the history may have grown
+        entry = HistoryEntry(at=at, event="OVERDUE_NOTICE", detail="InvoiceOverdue sent")
+        return self._conditional_update(
+            current,
+            [
+                InvoiceItem.overdue_notified.set(True),
+                InvoiceItem.history.set(_history_json(current, entry)),
+                InvoiceItem.gsi1pk.remove(),
+                InvoiceItem.gsi1sk.remove(),
+            ],
+            (InvoiceItem.overdue_notified == False)  # noqa: E712 - a DynamoDB condition
+            & InvoiceItem.status.is_in(*(status.value for status in UNPAID)),
+        )
+
+    def _conditional_update(
+        self, record: InvoiceRecord, actions: list[Any], condition: Any
+    ) -> bool:
+        pk, sk = _key(record)
+        try:
+            InvoiceItem(pk=pk, sk=sk).update(actions=actions, condition=condition)
+        except UpdateError as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # --- sweep indexes ----------------------------------------------------------
+
+    def cycle_subscribers(self, cycle_day: int, shard: int) -> Iterable[str]:
+        for raw in self._query(
+            IndexName=GSI2,
+            KeyConditionExpression="GSI2PK = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"CYCLE#{cycle_day:02d}#{shard}"}},
+            ProjectionExpression="user_id",
+        ):
+            yield raw["user_id"]["S"]
+
+    def unpaid_due_on(self, due: date, shard: int) -> Iterable[str]:
+        for raw in self._query(
+            IndexName=GSI1,
+            KeyConditionExpression="GSI1PK = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"DUE#{due.isoformat()}#{shard}"}},
+            ProjectionExpression="invoice_id",
+        ):
+            yield raw["invoice_id"]["S"]
+
+    def expiring_on(self, day: date, shard: int) -> Iterable[tuple[str, str]]:
+        for raw in self._query(
+            IndexName=GSI1,
+            KeyConditionExpression="GSI1PK = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"EXPIRES#{day.isoformat()}#{shard}"}},
+            ProjectionExpression="user_id, subscription_id",
+        ):
+            yield raw["user_id"]["S"], raw["subscription_id"]["S"]
+
+    def release_expired(self, user_id: str, subscription_id: str) -> bool:
+        item = ActiveSubscriptionItem(pk=user_pk(user_id), sk=ACTIVE_SUBSCRIPTION_SK)
+        try:
+            item.update(
+                actions=[
+                    ActiveSubscriptionItem.gsi1pk.remove(),
+                    ActiveSubscriptionItem.gsi1sk.remove(),
+                ],
+                condition=(ActiveSubscriptionItem.subscription_id == subscription_id)
+                & ActiveSubscriptionItem.gsi1pk.exists(),
+            )
+        except UpdateError as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+
+# --- usage rating's cycle state -----------------------------------------------------
+
+
+class RatingCycleUsage:
+    """Implements :class:`shared.services.billing.CycleUsageSource` on usage rating's
+    state item (shared.stores.usage: ``MSISDN#<msisdn>/RATING``, one item per line
+    holding each cycle's counters and its ``closed`` marker) and its late-usage
+    items (``USER#<id>/LATE#<cycle>#<hash>``, status PENDING_INVOICE).
+
+    Closing = set ``closed`` on the cycle with a conditional put on the state's
+    version (rating writes the same item under the same rule, so neither loses
+    the other's change); from then on rating turns CDRs of that cycle into late
+    usage, so the balance read here is final. A cycle the state does not know yet
+    (no usage so far) is added closed, so its late CDRs are not lost either.
+    """
+
+    attempts = 10
+
+    def close_cycle_and_read(self, subscriber: Subscriber, cycle: BillCycle) -> CycleUsageSnapshot:
+        # Imported here: the usage module is another team's and loads only when used.
+        from shared.services.usage import CycleUsage  # noqa: PLC0415
+        from shared.stores.usage import (  # noqa: PLC0415
+            RATING_SK,
+            DynamoRatingStore,
+            RatingStateItem,
+            from_item,
+            msisdn_pk,
+        )
+
+        store = DynamoRatingStore()
+        balance = None
+        for _ in range(self.attempts):
+            try:
+                item = RatingStateItem.get(
+                    msisdn_pk(subscriber.msisdn), RATING_SK, consistent_read=True
+                )
+            except RatingStateItem.DoesNotExist:
+                break  # nothing was ever rated for this line
+            state = from_item(item)
+            usage = state.cycles.get(cycle.label)
+            if usage is None and cycle.start >= state.latest().end:
+                usage = CycleUsage(
+                    label=cycle.label, start=cycle.start, end=cycle.end, plan=state.latest().plan
+                )
+                state.cycles[cycle.label] = usage
+            elif usage is None:
+                break  # older than what rating keeps: its CDRs are refused anyway
+            elif usage.closed:
+                balance = usage.balance
+                break
+            usage.closed = True
+            expected = state.version
+            state.version += 1
+            if store.put_state(state, expected):
+                balance = usage.balance
+                break
+        else:
+            raise RuntimeError(f"could not close cycle {cycle.label} of {subscriber.user_id}")
+        return CycleUsageSnapshot(balance=balance, late=tuple(self._pending_late(subscriber)))
+
+    @staticmethod
+    def _pending_late(subscriber: Subscriber) -> Iterator[PendingLateUsage]:
+        from shared.stores.usage import LateUsageItem as RatedLateItem  # noqa: PLC0415
+
+        query = RatedLateItem.query(
+            user_pk(subscriber.user_id),
+            RatedLateItem.sk.startswith("LATE#"),
+            filter_condition=RatedLateItem.status == LATE_PENDING,
+            consistent_read=True,
+        )
+        for item in query:
+            yield PendingLateUsage(
+                sort_key=item.sk,
+                item=LateUsageItem(
+                    cycle_label=item.cycle,
+                    usage_type=UsageType(item.usage_type),
+                    charge_paise=int(item.charge_paise),
+                ),
+            )
+
+
+class NoUsage:
+    """A CycleUsageSource for lines without usage rating (tests, benches): no overage,
+    no late usage."""
+
+    def close_cycle_and_read(self, subscriber: Subscriber, cycle: BillCycle) -> CycleUsageSnapshot:
+        del subscriber, cycle
+        return CycleUsageSnapshot()
+
+
+# --- S3 and SQS -------------------------------------------------------------------
+
+
+class S3InvoiceDocuments:
+    """PDFs in a private, encrypted bucket, keyed by invoice id: the rendering is
+    deterministic, so a repeated put writes the same bytes under the same key."""
+
+    def __init__(self, client: S3Client, bucket: str, operator: OperatorDetails) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._operator = operator
+
+    def put(self, invoice: Invoice) -> str:
+        key = f"invoices/{invoice.subscriber.user_id}/{invoice.invoice_id}.pdf"
+        self._client.put_object(
+            Bucket=self._bucket,
+            Key=key,
+            Body=render_invoice_pdf(invoice, self._operator),
+            ContentType="application/pdf",
+        )
+        return key
+
+    def get(self, key: str) -> bytes:
+        return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+
+
+class SqsTaskQueue:
+    """Ten messages per SendMessageBatch; rejected entries are sent again, and what
+    is still rejected raises (the run is retried; the workers are idempotent)."""
+
+    attempts = 3
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def send(self, messages: Sequence[dict[str, Any]]) -> int:
+        for start in range(0, len(messages), SEND_BATCH_MAX):
+            pending: list[SendMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(index), "MessageBody": json.dumps(message)}
+                for index, message in enumerate(messages[start : start + SEND_BATCH_MAX])
+            ]
+            for _ in range(self.attempts):
+                response = self._client.send_message_batch(
+                    QueueUrl=self._queue_url, Entries=pending
+                )
+                failed = {entry["Id"] for entry in response.get("Failed", [])}
+                pending = [entry for entry in pending if entry["Id"] in failed]
+                if not pending:
+                    break
+            if pending:
+                raise RuntimeError(f"{len(pending)} message(s) rejected by SQS")
+        return len(messages)
+
+
+@lru_cache(maxsize=1)
+def operator_details() -> OperatorDetails:
+    from shared.settings import get_settings  # noqa: PLC0415
+
+    settings = get_settings()
+    return OperatorDetails(
+        name=settings.operator_name,
+        gstin=settings.operator_gstin,
+        address=tuple(settings.operator_address.split("|")),
+        state=settings.operator_state,
+        upi_id=settings.operator_upi_id,
+        payment_url=settings.operator_payment_url,
+        support=settings.operator_support or None,
+    )

@@ -1,0 +1,182 @@
+"""Overdue and expiry sweeps, credit notes, and the invoice API's authorization."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import date, timedelta
+from io import BytesIO
+from typing import Any
+
+from pypdf import PdfReader
+
+from shared import db
+from shared.clock import IST
+from shared.models import SubscriberType
+from shared.stores.billing import DynamoBillingStore
+from tests.apigw import Caller, parse_response
+from tests.integration.conftest import MakeSubscriber
+from tests.integration.test_billing.conftest import Billing, at_ist
+
+DEC_1 = date(2026, 12, 1)
+INVOICE = "INV-owner-2026-11-01"
+
+
+def issue_december(billing: Billing, postpaid: Any, user: str = "owner") -> str:
+    postpaid(user)
+    billing.clock.advance(at_ist(2026, 12, 1) - billing.clock.now())
+    billing.schedule("bill_run", DEC_1)
+    assert billing.drain() == []
+    return f"INV-{user}-2026-11-01"
+
+
+def sweep_overdue_on(billing: Billing, day: date) -> None:
+    billing.clock.advance(at_ist(day.year, day.month, day.day) - billing.clock.now())
+    billing.schedule("overdue", day)
+    assert billing.drain() == []
+
+
+def test_overdue_after_the_due_date_and_one_notice_after_the_grace(
+    billing: Billing, postpaid: Any
+) -> None:
+    invoice_id = issue_december(billing, postpaid)
+    store = DynamoBillingStore()
+
+    sweep_overdue_on(billing, date(2026, 12, 16))  # the due date itself: not yet
+    assert store.get_invoice(invoice_id).status.value == "ISSUED"
+    sweep_overdue_on(billing, date(2026, 12, 17))
+    assert store.get_invoice(invoice_id).status.value == "OVERDUE"
+    assert billing.events("InvoiceOverdue") == []
+
+    for day in (date(2026, 12, 24), date(2026, 12, 25)):  # the notice day, then once more
+        sweep_overdue_on(billing, day)
+        billing.schedule("overdue", day)  # a rerun of the sweep changes nothing either
+        assert billing.drain() == []
+    notices = billing.events("InvoiceOverdue")
+    assert [n["detail"]["invoice_id"] for n in notices] == [invoice_id]
+    record = store.get_invoice(invoice_id)
+    assert [h.event for h in record.history] == ["ISSUED", "OVERDUE", "OVERDUE_NOTICE"]
+
+
+def test_prepaid_expiry_renews_from_the_wallet_or_announces_plan_expired(
+    billing: Billing, make_subscriber: MakeSubscriber
+) -> None:
+    make_subscriber("renews", SubscriberType.PREPAID, wallet_paise=200_000)
+    make_subscriber("poor", SubscriberType.PREPAID, wallet_paise=80_000)
+    make_subscriber("manual", SubscriberType.PREPAID, wallet_paise=200_000)
+    billing.plans.subscribe("renews", "PRE_VALUE_719")  # auto-renew, 84 days
+    billing.plans.subscribe("poor", "PRE_VALUE_719")  # 800 - 719: cannot pay again
+    billing.plans.subscribe("manual", "PRE_SMART_299")  # manual recharge
+    plans = db.DynamoSubscriptionStore()
+    expiry = plans.get_active("renews")
+    assert expiry is not None
+    ends = set()
+    for user in ("renews", "poor", "manual"):
+        active = plans.get_active(user)
+        assert active is not None
+        assert active.valid_until is not None
+        ends.add(active.valid_until.astimezone(IST).date() + timedelta(days=1))
+    for day in sorted(ends):  # the daily sweep on each day after an expiry
+        billing.clock.advance(at_ist(day.year, day.month, day.day, 1) - billing.clock.now())
+        for _ in range(2):  # a second sweep (or a redelivery) announces nothing twice
+            billing.schedule("expiry", day)
+            assert billing.drain() == []
+
+    renewed = plans.get_active("renews")
+    assert renewed is not None
+    assert renewed.subscription_id != expiry.subscription_id
+    assert plans.wallet_balance("renews") == 200_000 - 2 * 71_900
+    expired = billing.events("PlanExpired")
+    reasons = {e["detail"]["user_id"]: e["detail"]["reason"] for e in expired}
+    assert reasons == {"poor": "INSUFFICIENT_BALANCE", "manual": "MANUAL_RECHARGE"}
+    assert len(expired) == 2
+
+
+def test_a_credit_note_shows_in_the_history_and_on_the_next_invoice(
+    billing: Billing, postpaid: Any
+) -> None:
+    invoice_id = issue_december(billing, postpaid)
+    admin = Caller("ops-admin", "admin")
+    body = {"amount_paise": 10_000, "reason": "Network outage on 20 Nov"}
+    path, resource = f"/invoices/{invoice_id}/credit-notes", "/invoices/{invoice_id}/credit-notes"
+    key = str(uuid.uuid4())
+    first = parse_response(
+        billing.api("POST", path, resource, admin, body=body, idempotency_key=key)
+    )
+    replay = parse_response(
+        billing.api("POST", path, resource, admin, body=body, idempotency_key=key)
+    )
+    assert first.status == 201, first.body
+    assert replay.body == first.body  # the same key: one credit note
+    agent = parse_response(
+        billing.api("POST", path, resource, Caller("a1", "agent"), body=body, idempotency_key="k2")
+    )
+    assert agent.status == 403
+    too_much = {"amount_paise": 10_000_000, "reason": "typo"}
+    refused = parse_response(
+        billing.api("POST", path, resource, admin, body=too_much, idempotency_key="k3")
+    )
+    assert (refused.status, refused.error_code) == (409, "CREDIT_EXCEEDS_INVOICE")
+
+    shown = billing.get(f"/invoices/{invoice_id}", "/invoices/{invoice_id}", admin).body
+    assert [h["event"] for h in shown["history"]] == ["ISSUED", "CREDIT_NOTE"]
+    assert shown["credit_notes"][0]["credit_note_id"] == first.body["credit_note_id"]
+
+    billing.clock.advance(at_ist(2027, 1, 1) - billing.clock.now())
+    billing.schedule("bill_run", date(2027, 1, 1))
+    assert billing.drain() == []
+    january = DynamoBillingStore().get_invoice("INV-owner-2026-12-01").invoice
+    credits = [line for line in january.lines if line.kind.value == "CREDIT"]
+    assert [line.amount_paise for line in credits] == [-10_000]
+    assert first.body["credit_note_id"] in credits[0].description
+    assert january.taxable_value_paise == 59_900 - 10_000
+
+
+def test_invoice_api_authorization_and_the_pdf(billing: Billing, postpaid: Any) -> None:
+    invoice_id = issue_december(billing, postpaid)
+    one, listing = "/invoices/{invoice_id}", "/users/{user_id}/invoices"
+    owner, other = Caller("owner"), Caller("someone-else")
+    for who, status in ((owner, 200), (Caller("a1", "agent"), 200), (Caller("ad", "admin"), 200),
+                        (other, 403)):  # fmt: skip
+        assert billing.get(f"/invoices/{invoice_id}", one, who).status == status
+        assert billing.get("/users/owner/invoices", listing, who).status == status
+    assert billing.get("/invoices/INV-owner-2020-01-01", one, owner).status == 404
+    assert billing.get("/invoices/INV-someone-else-2020-01-01", one, owner).status == 403
+
+    shown = billing.get(f"/invoices/{invoice_id}", one, owner).body
+    assert shown["status"] == "ISSUED"
+    assert {line["kind"] for line in shown["lines"]} == {"RENTAL"}
+    assert [t["kind"] for t in shown["tax_lines"]] == ["CGST", "SGST"]
+    listed = billing.get("/users/owner/invoices", listing, owner).body["invoices"]
+    assert [i["invoice_id"] for i in listed] == [invoice_id]
+
+    response = billing.api(
+        "GET", f"/invoices/{invoice_id}/pdf", "/invoices/{invoice_id}/pdf", owner
+    )
+    assert response["statusCode"] == 200
+    assert response["isBase64Encoded"] is True
+    pdf = base64.b64decode(response["body"])
+    text = " ".join(page.extract_text() for page in PdfReader(BytesIO(pdf)).pages)
+    assert shown["invoice_number"] in text
+    denied = billing.api("GET", f"/invoices/{invoice_id}/pdf", "/invoices/{invoice_id}/pdf", other)
+    assert denied["statusCode"] == 403
+
+
+def test_a_final_invoice_bills_up_to_disconnection_and_the_bill_run_adds_nothing(
+    billing: Billing, postpaid: Any
+) -> None:
+    postpaid("leaving")
+    cut_off = at_ist(2026, 11, 28, 12)
+    billing.clock.advance(cut_off - billing.clock.now())
+    final = billing.service.final_invoice("leaving")
+    assert final.outcome.value == "ISSUED"
+    assert final.record is not None
+    (rental,) = final.record.invoice.lines
+    assert rental.period_end == cut_off
+    assert final.record.invoice.bill_date == date(2026, 11, 28)
+
+    billing.clock.advance(at_ist(2026, 12, 1) - billing.clock.now())
+    billing.schedule("bill_run", DEC_1)
+    assert billing.drain() == []
+    assert len(DynamoBillingStore().list_invoices("leaving", 10)) == 1
+    assert len(billing.events("InvoiceIssued")) == 1
