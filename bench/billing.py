@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -39,11 +38,13 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
 import boto3
-import botocore.session
 import moto.dynamodb.models.table as moto_table
 from moto import mock_aws
 
-from bench.rating import _LightTransactionBackup  # moto's whole-table backup per transaction
+from bench.rating import (  # moto's whole-table backup per transaction, request counting
+    RequestCounter,
+    _LightTransactionBackup,
+)
 from functions.billing import schedule as billing_schedule
 from functions.billing import wiring
 from functions.billing import worker as billing_worker
@@ -62,33 +63,6 @@ SUBSCRIBERS = int(os.environ.get("BENCH_SUBSCRIBERS", "2000"))
 BILL_DATE = date(2026, 12, 1)
 PLAN_START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 TARGET_REQUESTS_PER_INVOICE = 8
-
-
-class RequestCounter:
-    """A botocore ``before-parameter-build`` hook on every client created while
-    installed: one call per API request, DynamoDB ones counted by operation."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-
-    def __call__(self, model: Any, **_: Any) -> None:
-        if model.service_model.service_name == "dynamodb":
-            self.calls[model.name] += 1
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        original = botocore.session.Session.create_client
-
-        def create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
-            client = original(session, *args, **kwargs)
-            client.meta.events.register("before-parameter-build", self)
-            return client
-
-        botocore.session.Session.create_client = create_client  # type: ignore[method-assign,assignment]
-        try:
-            yield
-        finally:
-            botocore.session.Session.create_client = original  # type: ignore[method-assign]
 
 
 @contextmanager

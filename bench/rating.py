@@ -59,6 +59,7 @@ from shared.queues import SqsAnomalySink
 from shared.rating import Cdr, rate_batch
 from shared.services.usage import RatingService
 from shared.stores.usage import DynamoRatingStore
+from tests.integration.conftest import create_table
 
 CDRS = int(os.environ.get("BENCH_CDRS", "20000"))
 SUBSCRIBERS = int(os.environ.get("BENCH_SUBSCRIBERS", "1000"))
@@ -186,28 +187,7 @@ def _restore(table: Any, hash_key: Any, range_key: Any, item: Any) -> None:
 
 
 def create_resources() -> tuple[str, str]:
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
-    keys = (db.PK, db.SK, db.GSI1PK, db.GSI1SK, db.GSI2PK, db.GSI2SK)
-    dynamodb.create_table(
-        TableName=os.environ["TABLE_NAME"],
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
-        KeySchema=[
-            {"AttributeName": db.PK, "KeyType": "HASH"},
-            {"AttributeName": db.SK, "KeyType": "RANGE"},
-        ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": index,
-                "KeySchema": [
-                    {"AttributeName": pk, "KeyType": "HASH"},
-                    {"AttributeName": sk, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-            for index, pk, sk in ((db.GSI1, db.GSI1PK, db.GSI1SK), (db.GSI2, db.GSI2PK, db.GSI2SK))
-        ],
-    )
+    create_table(boto3.client("dynamodb", region_name=REGION), os.environ["TABLE_NAME"])
     boto3.client("events", region_name=REGION).create_event_bus(Name=os.environ["EVENT_BUS_NAME"])
     queue = boto3.client("sqs", region_name=REGION).create_queue(QueueName="bench-anomalies")
     return os.environ["TABLE_NAME"], queue["QueueUrl"]
