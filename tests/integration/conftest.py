@@ -36,6 +36,21 @@ class Aws:
     bus_name: str
     queue_url: str
 
+    def tap(self, module: str) -> None:
+        """Route the bus's events from ``tbcss.<module>`` to the tap queue (``published``)."""
+        queue_arn = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        rule = f"tap-{module}"
+        self.events.put_rule(
+            Name=rule,
+            EventBusName=self.bus_name,
+            EventPattern=json.dumps({"source": [f"tbcss.{module}"]}),
+        )
+        self.events.put_targets(
+            Rule=rule, EventBusName=self.bus_name, Targets=[{"Id": "tap", "Arn": queue_arn}]
+        )
+
     def published(self) -> list[dict[str, Any]]:
         """Every event delivered to the bus so far (drains the queue)."""
         seen: list[dict[str, Any]] = []
@@ -122,20 +137,7 @@ def aws(clients: Clients) -> Iterator[Aws]:
         create_table(clients.dynamodb, settings.table_name)
         clients.events.create_event_bus(Name=settings.event_bus_name)
         queue_url = clients.sqs.create_queue(QueueName="tbcss-test-events-tap")["QueueUrl"]
-        queue_arn = clients.sqs.get_queue_attributes(
-            QueueUrl=queue_url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
-        clients.events.put_rule(
-            Name="tap-plans",
-            EventBusName=settings.event_bus_name,
-            EventPattern=json.dumps({"source": ["tbcss.plans"]}),
-        )
-        clients.events.put_targets(
-            Rule="tap-plans",
-            EventBusName=settings.event_bus_name,
-            Targets=[{"Id": "tap", "Arn": queue_arn}],
-        )
-        yield Aws(
+        tapped = Aws(
             clients.dynamodb,
             clients.events,
             clients.sqs,
@@ -143,6 +145,8 @@ def aws(clients: Clients) -> Iterator[Aws]:
             settings.event_bus_name,
             queue_url,
         )
+        tapped.tap("plans")
+        yield tapped
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ fixed clock; helpers to subscribe postpaid/prepaid lines and drain the queue."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -128,17 +127,7 @@ def billing(seeded: Aws, clock: FixedClock) -> Iterator[Billing]:
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     queue_url = seeded.sqs.create_queue(QueueName="tbcss-test-billing-tasks")["QueueUrl"]
-    seeded.events.put_rule(
-        Name="tap-billing",
-        EventBusName=seeded.bus_name,
-        EventPattern=json.dumps({"source": ["tbcss.billing"]}),
-    )
-    tap_arn = seeded.sqs.get_queue_attributes(
-        QueueUrl=seeded.queue_url, AttributeNames=["QueueArn"]
-    )["Attributes"]["QueueArn"]
-    seeded.events.put_targets(
-        Rule="tap-billing", EventBusName=seeded.bus_name, Targets=[{"Id": "tap", "Arn": tap_arn}]
-    )
+    seeded.tap("billing")
     events = EventBridgePublisher(seeded.events, seeded.bus_name)
     store = DynamoBillingStore()
     catalog = db.DynamoPlanCatalog()

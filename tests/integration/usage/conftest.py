@@ -127,17 +127,7 @@ class Rating:
 @pytest.fixture
 def rating(seeded: Aws, clock: FixedClock) -> Iterator[Rating]:
     queue_url = seeded.sqs.create_queue(QueueName="tbcss-test-anomalies")["QueueUrl"]
-    seeded.events.put_rule(
-        Name="tap-usage",
-        EventBusName=seeded.bus_name,
-        EventPattern=json.dumps({"source": ["tbcss.usage"]}),
-    )
-    queue_arn = seeded.sqs.get_queue_attributes(
-        QueueUrl=seeded.queue_url, AttributeNames=["QueueArn"]
-    )["Attributes"]["QueueArn"]
-    seeded.events.put_targets(
-        Rule="tap-usage", EventBusName=seeded.bus_name, Targets=[{"Id": "tap", "Arn": queue_arn}]
-    )
+    seeded.tap("usage")
 
     def new_service() -> RatingService:
         return RatingService(
