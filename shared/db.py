@@ -96,7 +96,7 @@ def bind_table(table_name: str, region: str | None = None) -> None:
     models: list[type[Model]] = [Item, *_all_subclasses(Item)]
     for model in models:
         model._connection = None  # PynamoDB caches the table name in the connection
-    _connection.cache_clear()
+    connection.cache_clear()
 
 
 def current_table() -> tuple[str, str]:
@@ -111,19 +111,24 @@ def _all_subclasses(cls: type[Model]) -> Iterable[type[Model]]:
 
 
 @lru_cache(maxsize=1)
-def _connection() -> Connection:
+def connection() -> Connection:
     """One connection (one botocore client) per process for transactions: creating
     a client costs about 100 ms, too much to pay on every request."""
     return Connection(region=_TableMeta.region)
 
 
+class InGsi1(Item):
+    """Base of the item types that may carry GSI1 keys (set only while indexed)."""
+
+    gsi1 = Gsi1()
+    gsi1pk = UnicodeAttribute(attr_name=GSI1PK, null=True)
+    gsi1sk = UnicodeAttribute(attr_name=GSI1SK, null=True)
+
+
 # --- plans -----------------------------------------------------------------
 
 
-class PlanItem(Item):
-    gsi1 = Gsi1()
-    gsi1pk = UnicodeAttribute(attr_name=GSI1PK)
-    gsi1sk = UnicodeAttribute(attr_name=GSI1SK)
+class PlanItem(InGsi1):
     plan_id = UnicodeAttribute()
     name = UnicodeAttribute()
     type = UnicodeAttribute()
@@ -270,7 +275,7 @@ class _SubscriptionFields(Item):
         return Subscription.model_validate(_domain_values(self, Subscription))
 
 
-class ActiveSubscriptionItem(_SubscriptionFields):
+class ActiveSubscriptionItem(_SubscriptionFields, InGsi1):
     """``SUB#ACTIVE``: the one active plan. Claimed by a conditional put.
 
     A prepaid plan is in the expiry index (GSI1 ``EXPIRES#<IST date>#<shard>``)
@@ -278,9 +283,6 @@ class ActiveSubscriptionItem(_SubscriptionFields):
     """
 
     period_sk = UnicodeAttribute()
-    gsi1 = Gsi1()
-    gsi1pk = UnicodeAttribute(attr_name=GSI1PK, null=True)
-    gsi1sk = UnicodeAttribute(attr_name=GSI1SK, null=True)
 
 
 class SubscriptionPeriodItem(_SubscriptionFields):
@@ -313,7 +315,7 @@ class DynamoSubscriptionStore:
             entity="MSISDN",
             user_id=subscriber.user_id,
         )
-        with TransactWrite(connection=_connection()) as tx:
+        with TransactWrite(connection=connection()) as tx:
             tx.save(profile, condition=SubscriberItem.pk.does_not_exist())
             tx.save(msisdn, condition=MsisdnItem.pk.does_not_exist())
 
@@ -420,7 +422,7 @@ class _transaction:
         debits_wallet: bool,
         item_errors: Mapping[int, Exception] | None = None,
     ) -> None:
-        self._tx = TransactWrite(connection=_connection())
+        self._tx = TransactWrite(connection=connection())
         self._slot_error = slot_error
         self._debits_wallet = debits_wallet
         # Further items whose failed condition has its own meaning (by position).

@@ -31,8 +31,8 @@ from shared.db import (
     MsisdnItem,
     SubscriberItem,
     _apply_wallet_delta,
-    _connection,
     _transaction,
+    connection,
     user_pk,
 )
 from shared.errors import (
@@ -223,7 +223,7 @@ class DynamoActivationStore:
         profile = self._profile(activation.user_id)
         item = ActivationItem(pk=activation_pk(activation.activation_id), sk=ACTIVATION_SK)
         owner = activation.user_id
-        with TransactWrite(connection=_connection()) as tx:
+        with TransactWrite(connection=connection()) as tx:
             tx.update(
                 item,
                 actions=self._record_actions(entry, ActivationStatus.KYC_REJECTED, None),

@@ -37,16 +37,14 @@ from shared.cycles import BillCycle
 from shared.db import (
     ACTIVE_SUBSCRIPTION_SK,
     GSI1,
-    GSI1PK,
-    GSI1SK,
     GSI2,
     ActiveSubscriptionItem,
-    Gsi1,
+    InGsi1,
     Item,
     SubscriberItem,
     SubscriptionPeriodItem,
-    _connection,
-    _TableMeta,
+    connection,
+    current_table,
     hash_shard,
     user_pk,
 )
@@ -101,10 +99,7 @@ def due_index_pk(due: date, user_id: str) -> str:
     return f"DUE#{due.isoformat()}#{hash_shard(user_id)}"
 
 
-class InvoiceItem(Item):
-    gsi1 = Gsi1()
-    gsi1pk = UnicodeAttribute(attr_name=GSI1PK, null=True)
-    gsi1sk = UnicodeAttribute(attr_name=GSI1SK, null=True)
+class InvoiceItem(InGsi1):
     invoice_id = UnicodeAttribute()
     invoice_number = UnicodeAttribute()
     user_id = UnicodeAttribute()
@@ -230,11 +225,11 @@ class DynamoBillingStore:
     """Implements :class:`shared.services.billing.BillingStore`."""
 
     def __init__(self) -> None:
-        self._client: Any = _connection().client
+        self._client: Any = connection().client
 
     @property
     def _table(self) -> str:
-        return str(_TableMeta.table_name)
+        return current_table()[0]
 
     # --- issue ------------------------------------------------------------------
 
@@ -335,7 +330,7 @@ class DynamoBillingStore:
         fy = invoice.invoice_number.split("/")[1]
         writes_account = account_version > 0 or not account.is_empty
         try:
-            with TransactWrite(connection=_connection()) as tx:
+            with TransactWrite(connection=connection()) as tx:
                 # Puts first, then updates (PynamoDB's order): invoice, account, counter, late.
                 tx.save(_invoice_item(record), condition=InvoiceItem.pk.does_not_exist())
                 if writes_account:
@@ -429,7 +424,7 @@ class DynamoBillingStore:
         )
         pk, sk = _key(record)
         try:
-            with TransactWrite(connection=_connection()) as tx:
+            with TransactWrite(connection=connection()) as tx:
                 tx.save(
                     _account_item(user_id, updated, account.version + 1),
                     condition=_account_unchanged(account.version),

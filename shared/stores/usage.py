@@ -38,7 +38,7 @@ from shared.db import (
     PlanItem,
     SubscriberItem,
     WalletItem,
-    _connection,
+    connection,
     user_pk,
 )
 from shared.models import Plan, SubscriberType
@@ -364,7 +364,7 @@ class DynamoRatingStore:
         puts: list[_Slot] = []
         updates: list[_Slot] = []
         try:
-            with TransactWrite(connection=_connection()) as tx:
+            with TransactWrite(connection=connection()) as tx:
                 self._add_units(tx, transaction, expires, checks, puts, updates)
         except TransactWriteError as error:
             if error.cause_response_code != "TransactionCanceledException":
