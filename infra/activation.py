@@ -1,6 +1,6 @@
 """CDK construct of the activation module: the API function, the task
 function, the activation state machine (JSONPath ASL), the KYC pepper secret,
-the simulator knobs, the ops escalation queue and the sender identity."""
+the simulator knobs and lines, the ops escalation queue and the sender identity."""
 
 from __future__ import annotations
 
@@ -89,6 +89,8 @@ class Activation(Construct):
             string_value="{}",
             description="Failure, timeout and latency knobs of the KYC and network simulators",
         )
+        # The network simulator's lines: one SSM parameter per MSISDN, written at run time.
+        self.lines_prefix = f"/tbcss/{stage}/simulator/lines"
         self.escalations = sqs.Queue(
             self,
             "EscalationQueue",
@@ -105,6 +107,7 @@ class Activation(Construct):
             "KYC_KEY_ID": platform.key.key_id,
             "KYC_PEPPER_SECRET_ID": pepper_name,
             "SIMULATOR_KNOBS_PARAMETER": self.knobs.parameter_name,
+            "SIMULATOR_LINES_PARAMETER_PREFIX": self.lines_prefix,
             "ESCALATION_QUEUE_URL": self.escalations.queue_url,
             "NOTIFICATION_SENDER": sender,
         }
@@ -131,6 +134,7 @@ class Activation(Construct):
         platform.key.grant_encrypt(fn)  # the escalation queue is encrypted under it
         self._grant_pepper(fn)
         self.knobs.grant_read(fn)
+        self.grant_lines(fn)
         self.escalations.grant_send_messages(fn)
         fn.add_to_role_policy(
             iam.PolicyStatement(
@@ -158,6 +162,16 @@ class Activation(Construct):
         self._grant_pepper(fn)
         self.state_machine.grant_start_execution(fn)
         return fn
+
+    def grant_lines(self, fn: Any) -> None:
+        """Read and write the network simulator's lines (any function that provisions,
+        de-provisions or bars through the simulator needs this and the env variable)."""
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["ssm:GetParameter", "ssm:PutParameter"],
+                resources=[self._arn("ssm", f"parameter{self.lines_prefix}/*")],
+            )
+        )
 
     def _grant_pepper(self, fn: Any) -> None:
         """By name (with Secrets Manager's 6-character suffix), not by the secret's

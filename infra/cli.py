@@ -3,11 +3,13 @@
     tbcss local up [--port 3000] [--moto-port 0] [--state-dir .tbcss] [--app app:build_app]
     tbcss local info
     tbcss local clock show | advance --days N | --hours N
+    tbcss local sms [--to NUMBER]
     tbcss token --sub demo-prepaid --role subscriber [--ttl-minutes 60]
     tbcss seed plans [--table NAME]
     tbcss cdr generate [--count 1000] [--seed 1] [--msisdn N ...] [-o FILE]
     tbcss cdr send FILE
     tbcss bill run --date YYYY-MM-DD
+    tbcss network show MSISDN
 
 Failures print one line on stderr and exit with a non-zero code.
 """
@@ -18,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -93,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     _state_dir_option(advance)
     advance.set_defaults(run=_clock_advance)
 
+    sms = local.add_parser("sms", help="print the SMS the runtime has sent, as JSON lines")
+    sms.add_argument("--to", help="only those to this number (with or without +91)")
+    _state_dir_option(sms)
+    sms.set_defaults(run=_local_sms)
+
     token = commands.add_parser("token", help="print a bearer token from the local issuer")
     token.add_argument("--sub", required=True, help="subject (user id)")
     token.add_argument("--role", action="append", required=True, help="role (repeatable)")
@@ -108,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     plans.set_defaults(run=_seed_plans)
     _cdr_commands(commands)
     _bill_commands(commands)
+    _network_commands(commands)
     return parser
 
 
@@ -247,6 +256,71 @@ def _progress(done: int, total: int, width: int = 30) -> None:
     filled = width * done // max(1, total)
     sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} invoices")
     sys.stderr.flush()
+
+
+def _network_commands(commands: Any) -> None:
+    network = commands.add_parser("network", help="the simulated network (HLR)")
+    show = network.add_subparsers(title="network").add_parser(
+        "show", help="print what the simulated network knows about a line, as JSON"
+    )
+    show.add_argument("msisdn", help="the line's number (10 digits)")
+    show.add_argument("--prefix", help="SSM path of the lines (default: the runtime stage's)")
+    _state_dir_option(show)
+    show.set_defaults(run=_network_show)
+
+
+STACK_NAME = re.compile(r"^TbCss-(?P<stage>[\w-]+)$")  # app.py names the stack after its stage
+DEFAULT_STAGE = "dev"
+
+
+def _lines_prefix(info: dict[str, Any]) -> str:
+    """infra/activation.py's ``/tbcss/<stage>/simulator/lines``, for the runtime's stage."""
+    match = STACK_NAME.match(str(info.get("stack", "")))
+    stage = match["stage"] if match else DEFAULT_STAGE
+    return f"/tbcss/{stage}/simulator/lines"
+
+
+def _network_show(args: argparse.Namespace) -> None:
+    from shared.network_lines import SsmLineRegistry  # noqa: PLC0415 - fast start
+
+    info = _running(args.state_dir)
+    ssm = _session(info).client("ssm", endpoint_url=info["aws_endpoint_url"])
+    registry = SsmLineRegistry(ssm, args.prefix or _lines_prefix(info))
+    record = registry.get(args.msisdn)
+    if record is None:
+        raise CliError(
+            f"line {args.msisdn} is unknown to the simulated network "
+            f"(no parameter {registry.parameter_name(args.msisdn)}): it was never provisioned"
+        )
+    print(record.model_dump_json(indent=2))
+
+
+def _local_sms(args: argparse.Namespace) -> None:
+    """What moto's SNS "sent": read through the runtime's ``/_tbcss/sms`` route."""
+    import requests  # noqa: PLC0415 - fast start
+
+    info = _running(args.state_dir)
+    url = f"{info['aws_endpoint_url']}/_tbcss/sms"
+    params = {"region": info["region"], **({"to": args.to} if args.to else {})}
+    try:
+        response = requests.get(url, params=params, timeout=30)
+    except requests.ConnectionError:
+        raise CliError(f"the runtime does not answer at {url}") from None
+    if response.status_code >= 400:
+        raise CliError(f"GET {url} -> HTTP {response.status_code}: {response.text[:200]}")
+    for message in response.json():
+        print(json.dumps(message, ensure_ascii=False))
+
+
+def _session(info: dict[str, Any]) -> Any:
+    """boto3 against the running runtime's moto (any credentials do)."""
+    import boto3  # noqa: PLC0415 - fast start
+
+    return boto3.session.Session(
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        region_name=info["region"],
+    )
 
 
 def _state_dir_option(parser: argparse.ArgumentParser) -> None:

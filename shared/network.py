@@ -3,17 +3,23 @@ and its local simulator.
 
 The error class names are the error names the activation state machine's
 Retry and Catch match on (infra/activation.py).
+
+The simulator can keep what it was told in a :class:`LineRegistry` (one
+:class:`LineRecord` per MSISDN), so a test or a developer sees whether a line is
+provisioned and how it is barred: ``tbcss network show <msisdn>`` locally.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 
+from shared.clock import Clock, isoformat, system_clock
 from shared.simulation import KnobSource, Outcome, script_for
 
 
@@ -35,12 +41,28 @@ class ServiceProfile(BaseModel):
     services: tuple[str, ...] = ("VOICE", "SMS", "DATA")
 
 
-class BarringScope(StrEnum):
-    """For service control (issue 7): what a bar stops. Incoming stays allowed."""
+class DataAccess(StrEnum):
+    ALLOWED = "ALLOWED"
+    THROTTLED = "THROTTLED"  # a trickle (e.g. 64 kbps): messaging works, streaming does not
+    BARRED = "BARRED"
 
-    OUTGOING = "OUTGOING"
-    DATA = "DATA"
-    ALL_OUTGOING = "ALL_OUTGOING"
+
+class BarringProfile(BaseModel):
+    """What the line may do. Incoming calls and SMS stay allowed under every
+    temporary block (a subscriber who has not paid can still be reached)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    outgoing_barred: bool = False  # outgoing calls and SMS
+    data: DataAccess = DataAccess.ALLOWED
+    incoming_allowed: bool = True
+
+    @property
+    def unrestricted(self) -> bool:
+        return not self.outgoing_barred and self.data is DataAccess.ALLOWED
+
+
+UNRESTRICTED = BarringProfile()
 
 
 class ProvisioningResult(BaseModel):
@@ -59,9 +81,68 @@ class NetworkProvisioner(Protocol):
 
     def deprovision(self, msisdn: str) -> ProvisioningResult: ...
 
-    def bar(self, msisdn: str, scope: BarringScope) -> ProvisioningResult: ...
+    def apply_barring(self, msisdn: str, profile: BarringProfile) -> ProvisioningResult:
+        """Set the line's barring profile (a desired state, not a delta: repeating
+        it, or applying an older one again, is harmless)."""
+        ...
 
-    def unbar(self, msisdn: str, scope: BarringScope) -> ProvisioningResult: ...
+
+HISTORY_LIMIT = 20  # operations a LineRecord remembers, oldest dropped first
+
+
+class LineRecord(BaseModel):
+    """What the (simulated) HLR knows about one line, after the last successful order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    msisdn: str
+    iccid: str | None = None
+    provisioned: bool = False
+    barring: BarringProfile = UNRESTRICTED
+    updated_at: AwareDatetime
+    # The last HISTORY_LIMIT operations, oldest first:
+    # "2026-11-25T10:00:00+00:00 PROVISION 8991...", "... BARRING outgoing=barred data=BARRED".
+    history: tuple[str, ...] = ()
+
+    @field_validator("updated_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    def after(self, at: datetime, operation: str, **changes: object) -> LineRecord:
+        """This record with ``changes`` applied and ``operation`` added to the history."""
+        history = (*self.history, f"{isoformat(at)} {operation}")[-HISTORY_LIMIT:]
+        return self.model_validate(
+            {**self.model_dump(), **changes, "updated_at": at, "history": history}
+        )
+
+
+def describe_barring(profile: BarringProfile) -> str:
+    """``outgoing=barred data=BARRED`` (``incoming=barred`` only when it is)."""
+    outgoing = "barred" if profile.outgoing_barred else "allowed"
+    text = f"outgoing={outgoing} data={profile.data.value}"
+    return text if profile.incoming_allowed else f"{text} incoming=barred"
+
+
+class LineRegistry(Protocol):
+    """Where the simulator keeps its lines (SSM in a deployment: shared/network_lines.py)."""
+
+    def get(self, msisdn: str) -> LineRecord | None: ...
+
+    def put(self, record: LineRecord) -> None: ...
+
+
+class InMemoryLineRegistry:
+    """A dict of lines, for tests."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, LineRecord] = {}
+
+    def get(self, msisdn: str) -> LineRecord | None:
+        return self.records.get(msisdn)
+
+    def put(self, record: LineRecord) -> None:
+        self.records[record.msisdn] = record
 
 
 class SimulatedNetwork:
@@ -71,16 +152,29 @@ class SimulatedNetwork:
     end in 999 fails permanently; ``...99d`` (d = 1-8) fails the first d attempts
     transiently (so 993 escalates after the workflow's three attempts). The
     knobs add random failures, timeouts and latency to every operation.
+
+    With a ``lines`` registry it also remembers each line after every successful
+    order, and refuses to bar a line it has not provisioned (as an HLR would).
+    The registry is read, changed and written back without a lock: one line's
+    orders come from one workflow at a time.
     """
 
-    def __init__(self, knobs: KnobSource, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        knobs: KnobSource,
+        rng: random.Random | None = None,
+        lines: LineRegistry | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self._knobs = knobs
         self._rng = rng
+        self._lines = lines
+        self._clock: Clock = clock or system_clock()
 
-    # The simulator's answers depend on the ICCID and the knobs only.
+    # The simulator's answers depend on the ICCID, the knobs and (for barring) the line.
     def provision(
         self,
-        msisdn: str,  # noqa: ARG002
+        msisdn: str,
         iccid: str,
         profile: ServiceProfile,  # noqa: ARG002
         *,
@@ -93,16 +187,48 @@ class SimulatedNetwork:
         if attempt <= script.transient_attempts:
             self._call()
             raise NetworkTransientError("HLR busy, try again (simulated)")
-        return self._call()
+        result = self._call()
+        if self._lines is not None:
+            self._record_provision(self._lines, msisdn, iccid)
+        return result
 
-    def deprovision(self, msisdn: str) -> ProvisioningResult:  # noqa: ARG002
-        return self._call()
+    def deprovision(self, msisdn: str) -> ProvisioningResult:
+        result = self._call()
+        if self._lines is not None:
+            line = self._line(self._lines, msisdn)
+            self._lines.put(
+                line.after(self._clock.now(), "DEPROVISION", provisioned=False, iccid=None)
+            )
+        return result
 
-    def bar(self, msisdn: str, scope: BarringScope) -> ProvisioningResult:  # noqa: ARG002
-        return self._call()
+    def apply_barring(self, msisdn: str, profile: BarringProfile) -> ProvisioningResult:
+        result = self._call()
+        if self._lines is not None:
+            line = self._lines.get(msisdn)
+            if line is None or not line.provisioned:
+                raise NetworkPermanentError(f"line {msisdn} is not provisioned")
+            operation = f"BARRING {describe_barring(profile)}"
+            self._lines.put(line.after(self._clock.now(), operation, barring=profile))
+        return result
 
-    def unbar(self, msisdn: str, scope: BarringScope) -> ProvisioningResult:  # noqa: ARG002
-        return self._call()
+    def _record_provision(self, lines: LineRegistry, msisdn: str, iccid: str) -> None:
+        """A new line starts unrestricted; a live line keeps its barring, whether
+        the order repeats (same ICCID) or swaps the SIM (another ICCID)."""
+        line = self._line(lines, msisdn)
+        now = self._clock.now()
+        if not line.provisioned:
+            operation = f"PROVISION {iccid}"
+            updated = line.after(
+                now, operation, provisioned=True, iccid=iccid, barring=UNRESTRICTED
+            )
+        elif line.iccid != iccid:
+            updated = line.after(now, f"SIM_SWAP {line.iccid} -> {iccid}", iccid=iccid)
+        else:
+            updated = line.after(now, f"PROVISION {iccid} (repeated)")
+        lines.put(updated)
+
+    def _line(self, lines: LineRegistry, msisdn: str) -> LineRecord:
+        return lines.get(msisdn) or LineRecord(msisdn=msisdn, updated_at=self._clock.now())
 
     def _call(self) -> ProvisioningResult:
         """One round trip: the knobs' latency, random failures and timeouts."""

@@ -18,7 +18,8 @@ from shared.db import DynamoPlanCatalog, DynamoSubscriptionStore
 from shared.events import EventBridgePublisher
 from shared.kyc import KmsKeyService
 from shared.kyc_provider import KycProvider, SimulatedKycProvider
-from shared.network import NetworkProvisioner, SimulatedNetwork
+from shared.network import LineRegistry, NetworkProvisioner, SimulatedNetwork
+from shared.network_lines import SsmLineRegistry
 from shared.notifications import AwsNotifier
 from shared.services.activation import ActivationService, ActivationWorkflow
 from shared.services.subscriptions import SubscriptionService
@@ -70,7 +71,9 @@ def network() -> NetworkProvisioner:
     choice = get_settings().network_provisioner
     if choice != SIMULATOR:
         raise ValueError(f"unknown network provisioner {choice!r}")
-    return SimulatedNetwork(knobs())
+    prefix = get_settings().simulator_lines_parameter_prefix
+    lines: LineRegistry | None = SsmLineRegistry(boto3.client("ssm"), prefix) if prefix else None
+    return SimulatedNetwork(knobs(), lines=lines)
 
 
 @lru_cache(maxsize=1)

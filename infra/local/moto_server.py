@@ -4,7 +4,8 @@
 handler through the runtime's invoker (worker processes), whoever calls it:
 boto3, the AWS CLI, or moto's own Step Functions interpreter (which calls AWS
 at ``http://localhost:$MOTO_PORT``; :meth:`MotoServer.start` sets that variable
-to the real port). Every other request goes to moto's WSGI app.
+to the real port). ``GET /_tbcss/sms`` lists the SMS moto's SNS has "sent"
+(how a developer reads an OTP locally). Every other request goes to moto's WSGI app.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from infra.local.contracts import InvocationType, Invoker
 from infra.local.serving import LOOPBACK, ThreadedServer
 
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
+SMS_PATH = "/_tbcss/sms"
+LOCAL_NUMBER_DIGITS = 10  # an Indian mobile number without its country code
 MOTO_CONFIG = {"lambda": {"use_docker": False}, "stepfunctions": {"execute_state_machine": True}}
 JSON = "application/json"
 
@@ -61,6 +64,8 @@ class InvokeShim:
             return response(environ, start_response)
         if self._put_events_listener and environ.get("HTTP_X_AMZ_TARGET") == PUT_EVENTS_TARGET:
             return self._put_events(environ, start_response)
+        if environ.get("PATH_INFO") == SMS_PATH and environ.get("REQUEST_METHOD") == "GET":
+            return _sent_sms(Request(environ))(environ, start_response)
         return self._moto_app(environ, start_response)  # type: ignore[no-any-return]
 
     def _put_events(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -104,6 +109,38 @@ class InvokeShim:
         if result.function_error:
             headers["X-Amz-Function-Error"] = result.function_error
         return Response(json.dumps(result.payload), status=200, headers=headers)
+
+
+def _sent_sms(request: Request) -> Response:
+    """``[{"to": "+919876500001", "text": "..."}]``, oldest first, from moto's SNS
+    backend in this process (moto keeps SMS to phone numbers there, sends none).
+    ``?region=`` narrows to one region (default: every region used so far);
+    ``?to=`` to one number, with or without its country code."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID  # noqa: PLC0415 - moto loads with the server
+    from moto.sns.models import sns_backends  # noqa: PLC0415
+
+    region, to = request.args.get("region"), request.args.get("to")
+    regions = sns_backends[DEFAULT_ACCOUNT_ID]
+    try:
+        backends = [regions[region]] if region else list(regions.values())
+    except KeyError:
+        body = json.dumps({"message": f"unknown region {region!r}"})
+        return Response(body, status=400, headers={"Content-Type": JSON})
+    sent = [
+        {"to": number, "text": text}
+        for backend in backends
+        for number, text in list(backend.sms_messages.values())
+        if not to or _same_number(number, to)
+    ]
+    return Response(json.dumps(sent), status=200, headers={"Content-Type": JSON})
+
+
+def _same_number(number: str, wanted: str) -> bool:
+    """``+919876500001`` is ``9876500001`` too (a local number matches its E.164 form)."""
+    have, want = re.sub(r"\D", "", number), re.sub(r"\D", "", wanted)
+    if not want:
+        return False
+    return have == want or (len(want) >= LOCAL_NUMBER_DIGITS and have.endswith(want))
 
 
 def _entry_for_delivery(entry: dict[str, Any]) -> dict[str, Any]:

@@ -94,7 +94,8 @@ class ActivationSystem:
         raise AssertionError(f"{activation_id} not final: {self.activation(activation_id)}")
 
     def execution_status(self, activation_id: str) -> str:
-        (machine,) = self.deployment.state_machines.values()
+        # The stack has other modules' state machines too.
+        (machine,) = [m for k, m in self.deployment.state_machines.items() if "Activation" in k]
         # The execution is named after the activation (see ActivationService).
         arn = machine.replace(":stateMachine:", ":execution:") + f":{activation_id}"
         described = self.client("stepfunctions").describe_execution(executionArn=arn)
@@ -194,6 +195,21 @@ def test_happy_path(system: ActivationSystem) -> None:
     (email,) = system.emails_to(body["email"])
     assert "is active" in email.subject
     assert body["kyc"]["number"] not in email.body + sms
+
+
+def test_the_simulated_network_shows_the_activated_line(system: ActivationSystem) -> None:
+    from shared.network_lines import SsmLineRegistry  # noqa: PLC0415
+
+    body = activation_body()
+    assert system.run(body)["status"] == "ACTIVE"
+
+    lines = SsmLineRegistry(system.client("ssm"), "/tbcss/dev/simulator/lines")
+    line = lines.get(body["msisdn"])
+    assert line is not None, "the tasks function recorded no line"
+    assert line.provisioned
+    assert line.iccid == body["iccid"]
+    assert line.barring.unrestricted
+    assert line.history[-1].endswith(f"PROVISION {body['iccid']}")
 
 
 def test_kyc_fails_once_then_passes(system: ActivationSystem) -> None:
