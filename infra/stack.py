@@ -12,6 +12,7 @@ from infra.billing import Billing
 from infra.function import Packaging
 from infra.plans import Plans
 from infra.platform import build_platform
+from infra.service_control import ServiceControl
 from infra.usage import Usage
 
 
@@ -38,6 +39,14 @@ class TbCssStack(Stack):
         )
 
         self.billing = Billing(self, "Billing", platform=self.platform)
+        # Its workflow retries on the activation timings (short locally, via the context).
+        self.service_control = ServiceControl(
+            self,
+            "ServiceControl",
+            platform=self.platform,
+            activation=self.activation,
+            billing=self.billing,
+        )
 
         CfnOutput(self, "ApiUrl", value=self.platform.api.url)
         CfnOutput(self, "TableName", value=self.platform.table.table_name)

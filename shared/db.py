@@ -19,6 +19,7 @@ from pynamodb.attributes import (
     MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
     UTCDateTimeAttribute,
     VersionAttribute,
 )
@@ -203,7 +204,11 @@ class DynamoPlanCatalog:
 # --- subscribers, wallets, subscriptions ----------------------------------
 
 
-class SubscriberItem(Item):
+class SubscriberItem(InGsi1):
+    """``USER#<id>/PROFILE``. GSI2: the bill-cycle index (postpaid); GSI1: the
+    inactivity index ``DORMANT#<IST date>#<shard>`` while the line is blocked for an
+    unpaid bill or an expired plan (service control)."""
+
     gsi2 = Gsi2()
     gsi2pk = UnicodeAttribute(attr_name=GSI2PK, null=True)
     gsi2sk = UnicodeAttribute(attr_name=GSI2SK, null=True)
@@ -223,6 +228,12 @@ class SubscriberItem(Item):
     iccid = UnicodeAttribute(null=True)
     activation_id = UnicodeAttribute(null=True)
     kyc = UnicodeAttribute(null=True)
+    # Service control (issue 7): active block reasons, the version whose barring the
+    # network confirmed, the start of the inactivity clock, the open disconnection.
+    block_reasons = UnicodeSetAttribute(null=True)
+    barring_version = NumberAttribute(null=True)
+    dormant_since = UTCDateTimeAttribute(null=True)
+    disconnection_id = UnicodeAttribute(null=True)
 
     @classmethod
     def from_domain(cls, subscriber: Subscriber) -> SubscriberItem:
@@ -246,6 +257,12 @@ def expiry_index_pk(valid_until: datetime, user_id: str) -> str:
     """GSI1 partition of a prepaid plan expiring on an IST date (the expiry sweep's index)."""
     day = valid_until.astimezone(IST).date().isoformat()
     return f"EXPIRES#{day}#{hash_shard(user_id)}"
+
+
+def dormant_index_pk(since: datetime, user_id: str) -> str:
+    """GSI1 partition of a line whose inactivity clock started on an IST date."""
+    day = since.astimezone(IST).date().isoformat()
+    return f"DORMANT#{day}#{hash_shard(user_id)}"
 
 
 def hash_shard(user_id: str) -> int:

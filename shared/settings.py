@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     network_provisioner: str = "simulator"
     # SSM parameter (JSON) holding the simulators' failure / latency knobs.
     simulator_knobs_parameter: str = ""
+    # SSM path under which the network simulator keeps one parameter per line
+    # (provisioned, ICCID, barring, history); empty: the simulator keeps no state.
+    simulator_lines_parameter_prefix: str = ""
 
     # Billing (issue 6).
     invoice_due_days: int = 15  # due date = bill date + this many days
@@ -60,6 +63,18 @@ class Settings(BaseSettings):
     operator_upi_id: str = "tbtelecom@upi"
     operator_payment_url: str = "https://pay.tbtelecom.example.in"
     operator_support: str = "care@tbtelecom.example.in, 198"
+
+    # Service control (issue 7). The block for an unpaid bill comes with InvoiceOverdue,
+    # i.e. overdue_grace_days after the due date: that is the "days overdue before a block".
+    inactivity_days: int = 90  # blocked for an unpaid bill / expired plan this long -> disconnect
+    msisdn_cooling_off_days: int = 90  # a disconnected number is reissued only after this
+    disconnection_state_machine_arn: str = ""
+    service_control_queue_url: str = ""  # events and sweep fan-out for service control
+    otp_code_ttl_seconds: int = 300  # an OTP must be verified within this
+    otp_verified_ttl_seconds: int = 600  # a verified OTP must be used within this
+    otp_max_attempts: int = 5  # wrong codes before the OTP is locked
+    otp_requests_per_window: int = 3  # OTP requests per user per window (then 429)
+    otp_window_seconds: int = 900
 
 
 @lru_cache(maxsize=1)

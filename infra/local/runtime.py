@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import boto3
 from pynamodb.exceptions import TransactWriteError
 
 from infra.local.clock import LocalClock
@@ -35,6 +36,9 @@ from shared.catalog import seed_plans
 from shared.db import DynamoPlanCatalog, DynamoSubscriptionStore, bind_table, current_table
 from shared.errors import ConcurrentModification
 from shared.models import Subscriber, SubscriberStatus, SubscriberType
+from shared.network import ServiceProfile, SimulatedNetwork
+from shared.network_lines import SsmLineRegistry
+from shared.simulation import StaticKnobs
 
 logger = logging.getLogger("tbcss.local")
 
@@ -50,13 +54,17 @@ class DemoSubscriber:
     user_id: str
     msisdn: str
     subscriber_type: str
+    iccid: str
     wallet_paise: int = 0
 
 
 DEMO_SUBSCRIBERS = (
-    DemoSubscriber("demo-prepaid", "9876500001", "prepaid", DEMO_WALLET_PAISE),
-    DemoSubscriber("demo-postpaid", "9876500002", "postpaid"),
+    DemoSubscriber(
+        "demo-prepaid", "9876500001", "prepaid", "8991000000000000010", DEMO_WALLET_PAISE
+    ),
+    DemoSubscriber("demo-postpaid", "9876500002", "postpaid", "8991000000000000028"),
 )
+LINES_PREFIX_VARIABLE = "SIMULATOR_LINES_PARAMETER_PREFIX"
 
 
 @dataclass
@@ -212,11 +220,21 @@ class LocalRuntime:
         previous = current_table()
         with _aws_environment(self.moto.endpoint_url, self.deployment.region):
             try:
-                seed_table(table, self.deployment.region)
+                seed_table(table, self.deployment.region, lines_prefix=self._lines_prefix())
             finally:
                 # Leave this process's models (and their cached clients) as they were:
                 # a runtime started in-process by tests must not capture other tests' table.
                 bind_table(*previous)
+
+    def _lines_prefix(self) -> str | None:
+        """Where the deployed functions keep the simulated network's lines."""
+        assert self.deployment is not None
+        prefixes = {
+            spec.environment[LINES_PREFIX_VARIABLE]
+            for spec in self.deployment.functions.values()
+            if spec.environment.get(LINES_PREFIX_VARIABLE)
+        }
+        return next(iter(prefixes), None)
 
     # --- control plane (the gateway's /_local endpoints) -----------------------
 
@@ -278,8 +296,16 @@ def _ensure_port_free(port: int, host: str = "127.0.0.1") -> None:
             raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
-def seed_table(table_name: str, region: str, *, demo_subscribers: bool = True) -> int:
+def seed_table(
+    table_name: str,
+    region: str,
+    *,
+    demo_subscribers: bool = True,
+    lines_prefix: str | None = None,
+) -> int:
     """Load the seed catalog (and the demo subscribers) into ``table_name``; idempotent.
+    With ``lines_prefix``, the demo lines are provisioned on the simulated network too
+    (as activation would have), so service control can bar and unbar them.
     Returns the number of plans."""
     bind_table(table_name, region)
     count = DynamoPlanCatalog().save_all(seed_plans())
@@ -293,7 +319,10 @@ def seed_table(table_name: str, region: str, *, demo_subscribers: bool = True) -
             status=SubscriberStatus.ACTIVE,
             bill_cycle_day=1,
             created_at=datetime.now(UTC),
+            iccid=demo.iccid,
         )
+        if lines_prefix:
+            _provision_demo_line(lines_prefix, subscriber)
         try:
             store.put_subscriber(subscriber)
         except (TransactWriteError, ConcurrentModification):
@@ -301,6 +330,18 @@ def seed_table(table_name: str, region: str, *, demo_subscribers: bool = True) -
         if demo.wallet_paise:
             store.credit_wallet(demo.user_id, demo.wallet_paise)
     return count
+
+
+def _provision_demo_line(prefix: str, subscriber: Subscriber) -> None:
+    lines = SsmLineRegistry(boto3.client("ssm"), prefix)
+    if lines.get(subscriber.msisdn) is not None:
+        return
+    network = SimulatedNetwork(StaticKnobs(), lines=lines)
+    assert subscriber.iccid is not None
+    profile = ServiceProfile(
+        user_id=subscriber.user_id, subscriber_type=subscriber.subscriber_type.value
+    )
+    network.provision(subscriber.msisdn, subscriber.iccid, profile, attempt=1)
 
 
 class _aws_environment:

@@ -72,10 +72,9 @@ from shared.rating import UsageBalance
 logger = Logger(child=True)
 
 SOURCE = "billing"
-# Statuses a bill run invoices (a final invoice is issued whatever the status).
-BILLABLE = frozenset(
-    {SubscriberStatus.ACTIVE, SubscriberStatus.TEMP_BLOCKED, SubscriberStatus.PENDING_DISCONNECT}
-)
+# Statuses a bill run invoices (a final invoice is issued whatever the status). A line
+# PENDING_DISCONNECT had its final invoice at the request: rental stopped there.
+BILLABLE = frozenset({SubscriberStatus.ACTIVE, SubscriberStatus.TEMP_BLOCKED})
 CHARGE_KINDS = frozenset(
     {
         LineKind.RENTAL,

@@ -110,6 +110,10 @@ class ActivationItem(Item):
 class IccidClaimItem(Item):
     user_id = UnicodeAttribute()
     activation_id = UnicodeAttribute()
+    # Absent = in use since activation. SIM replacement (issue 7): PENDING_REPLACEMENT
+    # while the new SIM is provisioned, IN_USE once swapped, RETIRED for the old SIM
+    # (a lost or stolen card is never issued again).
+    claim_status = UnicodeAttribute(null=True)
 
 
 class PosReceiptItem(Item):

@@ -7,11 +7,24 @@ import json
 from typing import Any
 
 from infra.activation import ActivationTimings
-from tests.infra.test_stack_template import Resources, _routes, function_named, of_type
+from tests.infra.test_stack_template import (
+    Resources,
+    _actions,
+    _resources,
+    _routes,
+    _statements_of,
+    function_named,
+    of_type,
+)
 
 
-def _definition(resources: Resources) -> dict[str, Any]:
-    (machine,) = of_type(resources, "AWS::StepFunctions::StateMachine").values()
+def _definition(resources: Resources, construct: str = "Activation") -> dict[str, Any]:
+    """The definition of the state machine of one module's construct."""
+    (machine,) = [
+        props
+        for name, props in of_type(resources, "AWS::StepFunctions::StateMachine").items()
+        if name.startswith(construct)
+    ]
     parts = machine["DefinitionString"]["Fn::Join"][1]
     # Function ARNs are tokens inside the JSON; any string stands in for them.
     text = "".join(p if isinstance(p, str) else "arn:fn" for p in parts)
@@ -60,3 +73,22 @@ def test_secret_parameter_queue_and_sender_exist_with_literal_names(resources: R
     variables = tasks["Environment"]["Variables"]
     assert variables["KYC_PEPPER_SECRET_ID"] == secret["Name"]
     assert {"KYC_KEY_ID", "ESCALATION_QUEUE_URL", "SIMULATOR_KNOBS_PARAMETER"} <= set(variables)
+
+
+def test_the_tasks_function_reads_and_writes_the_simulator_lines(resources: Resources) -> None:
+    _, tasks = function_named(resources, "functions.activation.tasks.handler")
+    prefix = tasks["Environment"]["Variables"]["SIMULATOR_LINES_PARAMETER_PREFIX"]
+    assert prefix == "/tbcss/dev/simulator/lines"
+    (statement,) = [
+        s
+        for s in _statements_of(resources, "functions.activation.tasks.handler")
+        if "ssm:PutParameter" in _actions(s)
+    ]
+    assert sorted(_actions(statement)) == ["ssm:GetParameter", "ssm:PutParameter"]
+    (arn,) = _resources(statement)
+    # Only that path: arn:<partition>:ssm:ap-south-1:<account>:parameter/tbcss/dev/simulator/lines/*
+    text = "".join(p if isinstance(p, str) else "<token>" for p in arn["Fn::Join"][1])
+    assert text == "arn:<token>:ssm:ap-south-1:<token>:parameter/tbcss/dev/simulator/lines/*"
+    # The API function never touches the network, so it may not write lines.
+    for other in _statements_of(resources, "functions.activation.handler.handler"):
+        assert "ssm:PutParameter" not in _actions(other)

@@ -1,0 +1,32 @@
+"""The daily inactivity sweep (an EventBridge rule at 00:00 IST): lines whose
+inactivity clock (blocked for an unpaid bill or an expired plan) started more
+than ``INACTIVITY_DAYS`` ago, one SQS message each to the service-control
+worker, which disconnects those still inactive.
+
+Input: ``{"sweep": "inactivity"}`` (the rule's constant input), optionally
+``"date": "YYYY-MM-DD"`` to run a given IST day by hand; the day is decided as
+for billing's sweeps (:func:`functions.billing.schedule.run_day`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.billing.schedule import run_day
+from functions.service_control.wiring import disconnections, task_queue
+
+logger = Logger()
+SWEEP = "inactivity"
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    sweep = event.get("sweep", SWEEP)
+    if sweep != SWEEP:
+        raise ValueError(f"unknown sweep {sweep!r}")
+    result = disconnections().inactivity_sweep(run_day(event), task_queue())
+    logger.info("sweep done", extra={"sweep": sweep, **result})
+    return {"sweep": sweep, **result}
