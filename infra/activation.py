@@ -136,14 +136,7 @@ class Activation(Construct):
         self.knobs.grant_read(fn)
         self.grant_lines(fn)
         self.escalations.grant_send_messages(fn)
-        fn.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["ses:SendEmail", "ses:SendRawEmail"],
-                resources=[self._arn("ses", f"identity/{self.sender}")],
-            )
-        )
-        # SMS straight to a phone number has no resource to scope it to.
-        fn.add_to_role_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=["*"]))
+        self.grant_notifications(fn)
         return fn
 
     def _api_function(self, platform: Platform, environment: dict[str, str]) -> Any:
@@ -170,6 +163,25 @@ class Activation(Construct):
             iam.PolicyStatement(
                 actions=["ssm:GetParameter", "ssm:PutParameter"],
                 resources=[self._arn("ssm", f"parameter{self.lines_prefix}/*")],
+            )
+        )
+
+    def grant_notifications(self, fn: Any) -> None:
+        """SMS (a publish to a phone number has no resource to scope it to; topics
+        are denied, so the grant cannot fan out to subscribers) and email from the
+        sender identity."""
+        fn.add_to_role_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=["*"]))
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                effect=iam.Effect.DENY,
+                actions=["sns:Publish"],
+                resources=[self._arn("sns", "*")],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["ses:SendEmail", "ses:SendRawEmail"],
+                resources=[self._arn("ses", f"identity/{self.sender}")],
             )
         )
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
@@ -52,9 +51,15 @@ ROUTES = (
 )
 
 
-def _setting(name: str) -> str:
-    """A setting's default, written into the template where a function uses it."""
-    return str(Settings.model_fields[name].default)
+TIMERS = ("inactivity_days", "msisdn_cooling_off_days")
+
+
+def timer_environment(context: Any) -> dict[str, str]:
+    """The service-control timers, the same for every function: CDK context
+    (``-c inactivity_days=60``) or the settings' defaults."""
+    return {
+        name.upper(): str(context(name) or Settings.model_fields[name].default) for name in TIMERS
+    }
 
 
 class ServiceControl(Construct):
@@ -90,6 +95,10 @@ class ServiceControl(Construct):
             dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=MAX_RECEIVES, queue=self.dlq),
         )
         self.rule = self._event_rule()
+        self._common = {
+            **timer_environment(self.node.try_get_context),
+            "SERVICE_CONTROL_QUEUE_URL": self.queue.queue_url,
+        }
         network = {
             "SIMULATOR_KNOBS_PARAMETER": activation.knobs.parameter_name,
             "SIMULATOR_LINES_PARAMETER_PREFIX": activation.lines_prefix,
@@ -102,13 +111,12 @@ class ServiceControl(Construct):
                 **network,
                 "NOTIFICATION_SENDER": activation.sender,
                 "INVOICE_BUCKET_NAME": billing.bucket.bucket_name,
-                "MSISDN_COOLING_OFF_DAYS": _setting("msisdn_cooling_off_days"),
             },
             timeout_seconds=60,  # the final invoice renders a PDF
             memory_mb=1024,
         )
         self._grant_network(self.tasks)
-        self._grant_notifications(self.tasks)
+        self._activation.grant_notifications(self.tasks)
         billing.bucket.grant_read_write(self.tasks)
         self.state_machine = self._state_machine()
 
@@ -118,7 +126,6 @@ class ServiceControl(Construct):
             {
                 **network,
                 "DISCONNECTION_STATE_MACHINE_ARN": self.state_machine.state_machine_arn,
-                "INACTIVITY_DAYS": _setting("inactivity_days"),
             },
             timeout_seconds=WORKER_TIMEOUT_SECONDS,
         )
@@ -140,8 +147,9 @@ class ServiceControl(Construct):
             },
         )
         self._grant_network(self.api)  # blocks, unblocks and SIM swaps reach the network
+        self.queue.grant_send_messages(self.api)  # a sync the network refused, retried
         self.state_machine.grant_start_execution(self.api)
-        self._grant_notifications(self.api)  # the owner's one-time passwords
+        self._activation.grant_notifications(self.api)  # the owner's one-time passwords
         self._routes()
 
         self.schedule = self._schedule()
@@ -181,7 +189,7 @@ class ServiceControl(Construct):
             module="service_control",
             entry=entry,
             packaging=self._platform.packaging,
-            environment={**self._platform.environment, **environment},
+            environment={**self._platform.environment, **self._common, **environment},
             timeout_seconds=timeout_seconds,
             memory_mb=memory_mb,
         ).function
@@ -193,21 +201,6 @@ class ServiceControl(Construct):
         """The network simulator: its knobs (read) and its lines (read, write)."""
         self._activation.knobs.grant_read(fn)
         self._activation.grant_lines(fn)
-
-    def _grant_notifications(self, fn: lambda_.Function) -> None:
-        """SMS (no resource to scope a publish to a phone number to) and email from
-        the sender identity."""
-        fn.add_to_role_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=["*"]))
-        fn.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["ses:SendEmail", "ses:SendRawEmail"],
-                resources=[self._arn("ses", f"identity/{self._activation.sender}")],
-            )
-        )
-
-    def _arn(self, service: str, resource: str) -> str:
-        stack = Stack.of(self)
-        return f"arn:{stack.partition}:{service}:{stack.region}:{stack.account}:{resource}"
 
     def _routes(self) -> None:
         integration = apigw.LambdaIntegration(self.api)
@@ -225,11 +218,7 @@ class ServiceControl(Construct):
             module="service_control",
             entry="schedule",
             packaging=self._platform.packaging,
-            environment={
-                **self._platform.environment,
-                "SERVICE_CONTROL_QUEUE_URL": self.queue.queue_url,
-                "INACTIVITY_DAYS": _setting("inactivity_days"),
-            },
+            environment={**self._platform.environment, **self._common},
             timeout_seconds=300,  # queries every shard of a few days and fans out
         ).function
         self._platform.table.grant_read_data(fn)

@@ -31,6 +31,10 @@ class NetworkPermanentError(Exception):
     """Retrying will not help: SIM unknown to the HLR, number barred at the range level."""
 
 
+class LineNotProvisioned(NetworkPermanentError):
+    """An order for a line the HLR does not have (never provisioned, or removed)."""
+
+
 class ServiceProfile(BaseModel):
     """What the network needs to know about the line."""
 
@@ -206,7 +210,7 @@ class SimulatedNetwork:
         if self._lines is not None:
             line = self._lines.get(msisdn)
             if line is None or not line.provisioned:
-                raise NetworkPermanentError(f"line {msisdn} is not provisioned")
+                raise LineNotProvisioned(f"line {msisdn} is not provisioned")
             operation = f"BARRING {describe_barring(profile)}"
             self._lines.put(line.after(self._clock.now(), operation, barring=profile))
         return result

@@ -12,8 +12,10 @@ The rules, as the operator's policy (README "Service control" repeats them):
 - Fact-backed reasons (OVERDUE, PLAN_EXPIRED, QUOTA_EXHAUSTED) are applied by
   the system from events and lift by themselves when the fact ends (payment,
   recharge, new plan period). Nobody applies them by hand. An agent may lift one
-  only once the fact no longer holds (e.g. no dues remain, a lost event); an
-  admin may lift it regardless (a goodwill extension).
+  only once the fact no longer holds (OVERDUE: no bill past its grace period is
+  still unpaid; PLAN_EXPIRED: a valid plan is active; QUOTA_EXHAUSTED: never,
+  only rating knows), e.g. after a lost event; an admin may lift any of them
+  regardless (a goodwill extension).
 - LOST_SIM and THEFT: the owner (with a verified OTP), an agent or an admin
   applies them; an agent or admin lifts them, and a SIM replacement lifts them.
 - AGENT: an agent or admin applies and lifts it (e.g. a customer's request).

@@ -152,12 +152,15 @@ def unblock(user_id: UserId, body: UnblockRequest) -> Response[ServiceView]:
 
 @app.get(
     "/service-control/status/<user_id>",
-    summary="A line's status, active block reasons, network barring and recent history",
+    summary="A line's status, active block reasons and network barring",
+    description="Staff also see the recent status history (who changed what, and why).",
     responses=documented(200, "The status", ServiceView, 401, 403, 404),
 )
 def status(user_id: UserId) -> ServiceView:
-    require_owner_or(caller(app), user_id)
-    return service_control().status(user_id)
+    principal = caller(app)
+    require_owner_or(principal, user_id)
+    # Agents' notes and fraud causes are internal: the owner sees the state only.
+    return service_control().status(user_id, history_limit=20 if principal.has_any(STAFF) else 0)
 
 
 # --- permanent disconnection -----------------------------------------------------------
@@ -200,7 +203,10 @@ def get_disconnection(disconnection_id: Annotated[str, Path(pattern=ID)]) -> Dis
     principal = caller(app)
     record = disconnections().get(disconnection_id)
     require_owner_or(principal, record.user_id)
-    return record
+    if principal.has_any(STAFF):
+        return record
+    # The owner sees the progress, not the proof, the notes or who handled it.
+    return record.model_copy(update={"proof_reference": None, "note": "", "requested_by": ""})
 
 
 # --- the owner's one-time passwords and SIM replacement ---------------------------------

@@ -68,6 +68,7 @@ def service_control() -> ServiceControl:
         events=events(),
         clock=system_clock(),
         otps=owner_otps(),
+        retries=task_queue(),
     )
 
 
@@ -110,5 +111,6 @@ def sim_replacement() -> SimReplacement:
 
 
 def task_queue() -> SqsTaskQueue:
-    """The service-control queue, for the inactivity sweep's fan-out."""
+    """The service-control queue: the inactivity sweep's fan-out and network syncs
+    to retry."""
     return SqsTaskQueue(boto3.client("sqs"), get_settings().service_control_queue_url)

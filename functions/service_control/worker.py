@@ -49,7 +49,9 @@ def _moment(value: Any) -> datetime:
 def _payment_succeeded(detail: dict[str, Any], event_id: str) -> str:
     user_id = str(detail["user_id"])
     top_up = detail.get("purpose") == TOP_UP
-    lifted = service_control().on_payment_succeeded(user_id, event_id, top_up=top_up)
+    lifted = service_control().on_payment_succeeded(
+        user_id, event_id, top_up=top_up, occurred_at=_moment(detail["occurred_at"])
+    )
     # The same payment may clear the dues a parked disconnection waits for.
     resumed = disconnections().on_payment_succeeded(user_id)
     return f"{lifted}; {resumed}"
@@ -69,7 +71,7 @@ REACTIONS: dict[str, Reaction] = {
         str(detail["user_id"]), str(detail["usage_type"]), _moment(detail["occurred_at"]), event_id
     ),
     "PlanChanged": lambda detail, event_id: service_control().on_plan_changed(
-        str(detail["user_id"]), event_id
+        str(detail["user_id"]), event_id, _moment(detail["occurred_at"])
     ),
     "PaymentSucceeded": _payment_succeeded,
 }

@@ -241,4 +241,9 @@ class MotoServer:
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
+            # moto keeps its state in this process's globals: a runtime started later
+            # in the same process (tests) must not find this one's stack and tables.
+            from moto.core.base_backend import BackendDict  # noqa: PLC0415 - loaded by start()
+
+            BackendDict.reset()
         self._server = None

@@ -39,6 +39,7 @@ from shared.models import Subscriber, SubscriberStatus, SubscriberType
 from shared.network import ServiceProfile, SimulatedNetwork
 from shared.network_lines import SsmLineRegistry
 from shared.simulation import StaticKnobs
+from shared.stores.activation import ICCID_SK, IccidClaimItem, iccid_pk
 
 logger = logging.getLogger("tbcss.local")
 
@@ -327,6 +328,15 @@ def seed_table(
             store.put_subscriber(subscriber)
         except (TransactWriteError, ConcurrentModification):
             continue  # already there: a second seed must not double the wallet
+        # The SIM's claim, as activation writes it: a SIM swap retires it, a
+        # disconnection too.
+        IccidClaimItem(
+            pk=iccid_pk(demo.iccid),
+            sk=ICCID_SK,
+            entity="ICCID",
+            user_id=demo.user_id,
+            activation_id="SEED",
+        ).save()
         if demo.wallet_paise:
             store.credit_wallet(demo.user_id, demo.wallet_paise)
     return count

@@ -48,7 +48,13 @@ from shared.service_control import (
     ensure_controllable,
 )
 from shared.services.billing import IssueResult, Outcome
-from shared.services.service_control import Facts, StaleState, StatusChange, actor_of
+from shared.services.service_control import (
+    Facts,
+    StaleState,
+    StatusChange,
+    actor_of,
+    status_events,
+)
 from shared.validation import msisdn_to_e164
 
 logger = Logger(child=True)
@@ -268,6 +274,8 @@ class Disconnections:
         have failed after the record was stored): start it (a no-op if it runs) and
         answer the same. Anything else is refused while one is open."""
         record = self._store.get(disconnection_id)
+        if record.status is DisconnectionStatus.ESCALATED and actor.startswith("admin:"):
+            return self._redrive(record, actor)
         same = record.reason is reason and record.requested_by == actor
         if same and record.status is DisconnectionStatus.REQUESTED and len(record.history) == 1:
             self._starter.start(disconnection_id, {"disconnection_id": disconnection_id})
@@ -326,8 +334,9 @@ class Disconnections:
         """Park the line (PENDING_DISCONNECT, outgoing barred) and tell the customer
         what to pay. A retry after a failure part-way redoes what is missing."""
         record = self._store.get(disconnection_id)
-        if record.status is not DisconnectionStatus.AWAITING_DUES:
-            record = self._hold(record)
+        parked_again = record.has_step("CheckDues", since_step="AwaitDues")
+        if record.status is not DisconnectionStatus.AWAITING_DUES or parked_again:
+            record = self._hold(record)  # a new park: its own resume name and notice
         if not self._sync.sync_network(record.user_id):
             raise RuntimeError(f"the barring of {record.user_id} kept changing; retry the step")
         if not record.has_step("NotifyDues", since_step="AwaitDues"):
@@ -357,6 +366,8 @@ class Disconnections:
             parks=record.parks + 1,
         )
         self._store.hold(waiting, state, change)
+        held = state.model_copy(update={"status": SubscriberStatus.PENDING_DISCONNECT})
+        self._events.publish(status_events(held, change))
         return waiting
 
     def deprovision(self, disconnection_id: str) -> dict[str, str]:
@@ -378,6 +389,9 @@ class Disconnections:
     def complete(self, disconnection_id: str) -> dict[str, str]:
         record = self._store.get(disconnection_id)
         if record.status is DisconnectionStatus.DISCONNECTED:
+            # A retry after the commit: announce again (consumers de-duplicate on the
+            # event id, the disconnection's), rather than risk it never going out.
+            self._events.publish([self._disconnected_event(record, self._clock.now())])
             return {"status": record.status.value}
         state = self._states.load(record.user_id)
         now = self._clock.now()
@@ -444,6 +458,22 @@ class Disconnections:
             return f"{dues} paise still outstanding"
         return self._resume(record)
 
+    def _redrive(self, record: Disconnection, actor: str) -> Disconnection:
+        """An admin sends an escalated disconnection through again once ops fixed
+        the cause: from the dues check on (the final bill is done)."""
+        attempt = sum(1 for entry in record.history if entry.step == "Escalate")
+        redriven = record.step(
+            self._clock.now(),
+            "Redrive",
+            "ACCEPTED",
+            f"by {actor}",
+            status=DisconnectionStatus.FINAL_BILLED,
+        )
+        self._store.put(redriven)
+        name = f"{record.disconnection_id}-E{attempt}"
+        self._starter.start(name, {"disconnection_id": record.disconnection_id, "resume": "true"})
+        return redriven
+
     def _resume(self, record: Disconnection) -> str:
         """One execution per parking: a repeated event starts the same name again,
         which Step Functions treats as the execution already started."""
@@ -502,6 +532,7 @@ class Disconnections:
             source=SOURCE,
             occurred_at=now,
             correlation_id=record.disconnection_id,
+            event_id=record.disconnection_id,
             detail={
                 "user_id": record.user_id,
                 "disconnection_id": record.disconnection_id,

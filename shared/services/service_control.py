@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
@@ -33,7 +33,7 @@ from shared.clock import Clock, isoformat
 from shared.errors import ConcurrentModification, Conflict
 from shared.events import DomainEvent, EventPublisher
 from shared.models import Frozen, SubscriberStatus, Subscription
-from shared.network import NetworkProvisioner
+from shared.network import LineNotProvisioned, NetworkProvisioner
 from shared.service_control import (
     FACT_BACKED,
     PAYMENT_RELATED,
@@ -52,6 +52,8 @@ logger = Logger(child=True)
 SOURCE = "service_control"
 SAVE_ATTEMPTS = 5  # re-reads after a concurrent change to the profile
 SYNC_ATTEMPTS = 5
+THROTTLE_LOOKBACK = 50  # history entries searched for when the throttle began
+_EVER = datetime.min.replace(tzinfo=UTC)
 
 
 class StatusChange(Frozen):
@@ -101,7 +103,16 @@ class SimSwap:
     old_iccid: str | None
 
 
-Guard = InvoiceStillUnpaid | ActivePlanIs | OtpToConsume | SimSwap
+@dataclass(frozen=True)
+class EventOnce:
+    """A domain event changes the status at most once: a marker keyed by the
+    publisher's event id, written with the change. A redelivery after someone
+    lifted the block by hand (an admin's goodwill) must not block again."""
+
+    event_id: str
+
+
+Guard = InvoiceStillUnpaid | ActivePlanIs | OtpToConsume | SimSwap | EventOnce
 
 
 class GuardFailed(Exception):
@@ -169,6 +180,10 @@ class Facts(Protocol):
     def active_plan(self, user_id: str) -> Subscription | None: ...
 
 
+class TaskQueue(Protocol):
+    def send(self, messages: list[dict[str, Any]]) -> int: ...
+
+
 class VerifiedOtps(Protocol):
     def check_verified(self, user_id: str, otp_id: str, reason: BlockReason) -> None:
         """Raises a DomainError unless the OTP is verified, unused, unexpired and
@@ -218,6 +233,7 @@ class ServiceControl:
         events: EventPublisher,
         clock: Clock,
         otps: VerifiedOtps | None = None,
+        retries: TaskQueue | None = None,
     ) -> None:
         self._store = store
         self._facts = facts
@@ -225,12 +241,14 @@ class ServiceControl:
         self._events = events
         self._clock = clock
         self._otps = otps
+        self._retries = retries
 
     # --- API ---------------------------------------------------------------------
 
     def status(self, user_id: str, history_limit: int = 20) -> ServiceView:
         state = self._store.load(user_id)
-        return self._view(state, history=self._store.history(user_id, history_limit))
+        history = self._store.history(user_id, history_limit) if history_limit else []
+        return self._view(state, history=history)
 
     def block(
         self,
@@ -284,15 +302,17 @@ class ServiceControl:
 
     # --- reactions to events ---------------------------------------------------------
 
-    def on_invoice_overdue(self, user_id: str, invoice_id: str, event_id: str) -> str:
+    def on_invoice_overdue(self, user_id: str, invoice_id: str, event_id: str | None) -> str:
+        """``event_id`` None: our own re-check, not a delivered event."""
         fact = self._facts.invoice(user_id, invoice_id)
         if fact is None or not fact.unpaid:
             return self._settle(user_id, "stale: invoice no longer unpaid")
+        once = (EventOnce(event_id),) if event_id else ()
         change = Change(
             actor="system:InvoiceOverdue",
-            cause=f"{invoice_id} unpaid after the grace period (event {event_id})",
+            cause=f"{invoice_id} unpaid after the grace period (event {event_id or 'recheck'})",
             apply=frozenset({BlockReason.OVERDUE}),
-            guards=(InvoiceStillUnpaid(user_id, invoice_id),),
+            guards=(InvoiceStillUnpaid(user_id, invoice_id), *once),
             dormant_since=ist_midnight(fact.bill_date),
         )
         return self._react(user_id, change)
@@ -307,7 +327,10 @@ class ServiceControl:
             actor="system:PlanExpired",
             cause=f"plan {subscription_id} expired at {isoformat(valid_until)} (event {event_id})",
             apply=frozenset({BlockReason.PLAN_EXPIRED}),
-            guards=(ActivePlanIs(user_id, active.subscription_id if active else None),),
+            guards=(
+                ActivePlanIs(user_id, active.subscription_id if active else None),
+                EventOnce(event_id),
+            ),
             dormant_since=valid_until,
         )
         return self._react(user_id, change)
@@ -329,18 +352,28 @@ class ServiceControl:
             actor="system:QuotaExhausted",
             cause=f"data quota of {active.plan_id} used up (event {event_id})",
             apply=frozenset({BlockReason.QUOTA_EXHAUSTED}),
-            guards=(ActivePlanIs(user_id, active.subscription_id),),
+            guards=(ActivePlanIs(user_id, active.subscription_id), EventOnce(event_id)),
         )
         return self._react(user_id, change)
 
-    def on_plan_changed(self, user_id: str, event_id: str) -> str:
+    def on_plan_changed(
+        self, user_id: str, event_id: str, occurred_at: datetime | None = None
+    ) -> str:
         """A plan purchase, renewal or change: a new period with a new quota."""
-        return self._lift_resolved(user_id, "system:PlanChanged", f"event {event_id}", topped=True)
-
-    def on_payment_succeeded(self, user_id: str, event_id: str, *, top_up: bool) -> str:
-        """Bills paid lift OVERDUE once none is left; a top-up lifts the throttle."""
         return self._lift_resolved(
-            user_id, "system:PaymentSucceeded", f"event {event_id}", topped=top_up
+            user_id,
+            "system:PlanChanged",
+            f"event {event_id}",
+            refill_at=occurred_at or self._clock.now(),
+        )
+
+    def on_payment_succeeded(
+        self, user_id: str, event_id: str, *, top_up: bool, occurred_at: datetime | None = None
+    ) -> str:
+        """Bills paid lift OVERDUE once none is left; a top-up lifts the throttle."""
+        refill = (occurred_at or self._clock.now()) if top_up else None
+        return self._lift_resolved(
+            user_id, "system:PaymentSucceeded", f"event {event_id}", refill_at=refill
         )
 
     # --- the network ------------------------------------------------------------------
@@ -354,7 +387,12 @@ class ServiceControl:
             if state.status in _NO_LINE or (state.network_in_sync and not raced):
                 return True
             profile = barring_for(state.status, state.reasons)
-            self._network.apply_barring(state.msisdn, profile)
+            try:
+                self._network.apply_barring(state.msisdn, profile)
+            except LineNotProvisioned:
+                if state.disconnection_id:
+                    return True  # de-provisioned by its disconnection: nothing to bar
+                raise
             if self._store.mark_synced(user_id, state.version):
                 return True
             # Another change landed while our call was on its way; its own sync may
@@ -364,14 +402,21 @@ class ServiceControl:
 
     # --- internals -----------------------------------------------------------------
 
-    def _lift_resolved(self, user_id: str, actor: str, cause: str, *, topped: bool) -> str:
+    def _lift_resolved(
+        self, user_id: str, actor: str, cause: str, *, refill_at: datetime | None
+    ) -> str:
+        """``refill_at``: when new quota or wallet money arrived (None: none did)."""
         state = self._store.load(user_id)
         resolved = {
             reason
             for reason in state.reasons & PAYMENT_RELATED
             if not self._fact_holds(user_id, reason)
         }
-        if topped and BlockReason.QUOTA_EXHAUSTED in state.reasons:
+        if (
+            refill_at is not None
+            and BlockReason.QUOTA_EXHAUSTED in state.reasons
+            and refill_at >= self._throttled_at(user_id)
+        ):
             resolved.add(BlockReason.QUOTA_EXHAUSTED)
         if not resolved:
             return self._settle(user_id, "nothing to lift")
@@ -387,8 +432,16 @@ class ServiceControl:
         brings its own InvoiceOverdue, which finds OVERDUE lifted and blocks."""
         for fact in self._facts.unpaid_invoices(user_id):
             if fact.overdue_notified:
-                self.on_invoice_overdue(user_id, fact.invoice_id, "re-check after a lift")
+                self.on_invoice_overdue(user_id, fact.invoice_id, None)
                 return
+
+    def _throttled_at(self, user_id: str) -> datetime:
+        """When the current throttle was applied: a refill from before it (a late or
+        repeated PlanChanged, an old top-up) does not lift it."""
+        for change in self._store.history(user_id, THROTTLE_LOOKBACK):
+            if BlockReason.QUOTA_EXHAUSTED in change.applied:
+                return change.at
+        return _EVER
 
     def _fact_holds(self, user_id: str, reason: BlockReason) -> bool:
         if reason is BlockReason.OVERDUE:
@@ -420,12 +473,21 @@ class ServiceControl:
         return outcome
 
     def _sync_after_api(self, state: ServiceState) -> None:
-        """The change is stored; a network failure is retried by the next change
-        or event (and shows as network_in_sync false), not reported as failure."""
+        self.sync_soon(state.user_id)
+
+    def sync_soon(self, user_id: str) -> bool:
+        """After an API change: the change is stored whatever the network says. If
+        the barring cannot be applied now, a sync task goes on the queue (retried,
+        then DLQ) and the answer shows network_in_sync false: a stolen SIM must not
+        keep working because the HLR was busy for a moment."""
         try:
-            self.sync_network(state.user_id)
+            if self.sync_network(user_id):
+                return True
         except Exception:
             logger.warning("network barring not applied yet", exc_info=True)
+        if self._retries is not None:
+            self._retries.send([{"task": "sync", "user_id": user_id}])
+        return False
 
     def _change(
         self, user_id: str, change: Change, *, controllable_only: bool
@@ -459,24 +521,7 @@ class ServiceControl:
         raise ConcurrentModification(f"the status of {user_id} kept changing; try again")
 
     def _announce(self, state: ServiceState, change: StatusChange) -> None:
-        events = []
-        common = {
-            "user_id": state.user_id,
-            "status": state.status.value,
-            "block_reasons": sorted(state.reasons),
-            "actor": change.actor,
-            "cause": change.cause,
-        }
-        if change.applied:
-            events.append(("ServiceBlocked", {**common, "applied": sorted(change.applied)}))
-        if change.lifted:
-            events.append(("ServiceUnblocked", {**common, "lifted": sorted(change.lifted)}))
-        self._events.publish(
-            [
-                DomainEvent(detail_type=kind, source=SOURCE, occurred_at=change.at, detail=detail)
-                for kind, detail in events
-            ]
-        )
+        self._events.publish(status_events(state, change))
 
     def _view(
         self,
@@ -494,6 +539,26 @@ class ServiceControl:
             changed=changed,
             history=history or [],
         )
+
+
+def status_events(state: ServiceState, change: StatusChange) -> list[DomainEvent]:
+    """ServiceBlocked / ServiceUnblocked of one stored change. Ids and codes only:
+    an agent's free-text note stays in the status history, off the bus."""
+    common = {
+        "user_id": state.user_id,
+        "status": state.status.value,
+        "block_reasons": sorted(state.reasons),
+        "actor": change.actor,
+    }
+    kinds = []
+    if change.applied or change.status_after is SubscriberStatus.PENDING_DISCONNECT:
+        kinds.append(("ServiceBlocked", {**common, "applied": sorted(change.applied)}))
+    if change.lifted and change.status_after is not SubscriberStatus.PERMANENT_DISCONNECTED:
+        kinds.append(("ServiceUnblocked", {**common, "lifted": sorted(change.lifted)}))
+    return [
+        DomainEvent(detail_type=kind, source=SOURCE, occurred_at=change.at, detail=detail)
+        for kind, detail in kinds
+    ]
 
 
 # Reactions leave alone lines that are not live: pending activation, rejected, gone.

@@ -58,7 +58,6 @@ from shared.service_control import (
     NotControllable,
     ServiceState,
 )
-from shared.services.disconnection import NetworkSync
 from shared.services.service_control import (
     GuardFailed,
     ServiceStore,
@@ -66,6 +65,7 @@ from shared.services.service_control import (
     StaleState,
     StatusChange,
     actor_of,
+    status_events,
 )
 from shared.settings import Settings
 from shared.validation import mask, msisdn_to_e164, normalize_iccid, normalize_msisdn
@@ -82,6 +82,12 @@ _CODE = re.compile(rf"[0-9]{{{CODE_DIGITS}}}")
 
 
 # --- errors ---------------------------------------------------------------------------
+
+
+class NetworkResync(Protocol):
+    def sync_soon(self, user_id: str) -> bool:
+        """Apply the stored barring now, or queue a retry; whether it is applied."""
+        ...
 
 
 class NoAlternateContact(Conflict):
@@ -496,7 +502,7 @@ class SimReplacement:
         claims: SimClaims,
         subscribers: SubscriberProfiles,
         network: NetworkProvisioner,
-        sync: NetworkSync,
+        sync: NetworkResync,
         events: EventPublisher,
         clock: Clock,
     ) -> None:
@@ -523,7 +529,11 @@ class SimReplacement:
         except NetworkPermanentError as error:
             self._claims.release(user_id, iccid)
             raise SimRejected(f"the network refused SIM {mask(iccid)}: {error}") from None
-        committed = self._commit(principal, state, iccid)
+        try:
+            committed = self._commit(principal, state, iccid)
+        except Exception:
+            self._undo(user_id, iccid)  # whatever stopped the swap, the old SIM stays live
+            raise
         if committed is None:
             return self._unchanged(self._store.load(user_id))
         stored, change, previous = committed
@@ -564,7 +574,7 @@ class SimReplacement:
             if before.iccid == iccid:
                 return None
             if before.iccid != read.iccid:
-                self._lost_race(before, iccid)
+                raise ConcurrentModification("another SIM replacement finished first")
             after = before.with_reasons(before.reasons - SIM_COMPROMISED).model_copy(
                 update={"iccid": iccid}
             )
@@ -589,58 +599,35 @@ class SimReplacement:
             return stored, change, before.iccid
         raise ConcurrentModification(f"the status of {read.user_id} kept changing; try again")
 
-    def _lost_race(self, current: ServiceState, iccid: str) -> None:
-        """Another replacement committed first. Its SIM stays; ours is given back,
-        and the network is pointed at the stored SIM again (our order may have
-        reached it last)."""
-        self._claims.release(current.user_id, iccid)
-        if current.iccid:
-            subscriber = self._subscribers.get_subscriber(current.user_id)
+    def _undo(self, user_id: str, iccid: str) -> None:
+        """The swap did not commit: give our claim back and point the network at the
+        SIM the profile holds again (our order may have reached it last)."""
+        self._claims.release(user_id, iccid)
+        current = self._store.load(user_id)
+        if current.iccid and current.iccid != iccid:
+            subscriber = self._subscribers.get_subscriber(user_id)
             try:
                 self._provision(current.msisdn, current.iccid, subscriber)
             except (NetworkPermanentError, NetworkUnavailable):
                 logger.warning("SIM replacement: could not restore the stored SIM")
-        raise ConcurrentModification("another SIM replacement finished first")
 
     def _announce(self, state: ServiceState, change: StatusChange, previous: str | None) -> None:
-        detail = {"user_id": state.user_id, "actor": change.actor, "cause": change.cause}
-        events = [
-            DomainEvent(
-                detail_type="SimReplaced",
-                source=SOURCE,
-                occurred_at=change.at,
-                detail={
-                    **detail,
-                    "iccid": mask(state.iccid or ""),
-                    "previous_iccid": mask(previous) if previous else None,
-                },
-            )
-        ]
-        if change.lifted:
-            # The same shape as ServiceControl's ServiceUnblocked.
-            events.append(
-                DomainEvent(
-                    detail_type="ServiceUnblocked",
-                    source=SOURCE,
-                    occurred_at=change.at,
-                    detail={
-                        **detail,
-                        "status": state.status.value,
-                        "block_reasons": sorted(state.reasons),
-                        "lifted": sorted(change.lifted),
-                    },
-                )
-            )
-        self._events.publish(events)
+        replaced = DomainEvent(
+            detail_type="SimReplaced",
+            source=SOURCE,
+            occurred_at=change.at,
+            detail={
+                "user_id": state.user_id,
+                "actor": change.actor,
+                "iccid": mask(state.iccid or ""),
+                "previous_iccid": mask(previous) if previous else None,
+            },
+        )
+        self._events.publish([replaced, *status_events(state, change)])
 
     def _sync_network(self, user_id: str) -> bool:
-        """The swap is stored; barring not applied yet is retried by the next
-        change or event, and shows as network_in_sync false."""
-        try:
-            return self._sync.sync_network(user_id)
-        except Exception:
-            logger.warning("network barring not applied yet", exc_info=True)
-            return False
+        """The swap is stored; barring not applied yet is retried from the queue."""
+        return self._sync.sync_soon(user_id)
 
     def _unchanged(self, state: ServiceState) -> SimReplacementResult:
         return SimReplacementResult(

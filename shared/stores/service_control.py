@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import assert_never, cast
 
 from pynamodb.attributes import (
@@ -59,6 +59,7 @@ from shared.services.disconnection import (
 )
 from shared.services.service_control import (
     ActivePlanIs,
+    EventOnce,
     Guard,
     GuardFailed,
     InvoiceFact,
@@ -128,6 +129,15 @@ class StatusChangeItem(Item):
             status_before=SubscriberStatus(self.status_before),
             status_after=SubscriberStatus(self.status_after),
         )
+
+
+class EventMarkItem(Item):
+    """``EVENT#<event_id>/EVENT``: this domain event already changed a status."""
+
+    expires_at = NumberAttribute()  # TTL: redeliveries come within days, not months
+
+
+EVENT_MARK_TTL = timedelta(days=30)
 
 
 class DisconnectionItem(Item):
@@ -383,6 +393,17 @@ class DynamoServiceStore:
                     condition=IccidClaimItem.user_id == guard.user_id,
                     error=failed,
                 )
+        elif isinstance(guard, EventOnce):
+            writes.put(
+                EventMarkItem(
+                    f"EVENT#{guard.event_id}",
+                    "EVENT",
+                    entity="EVENT_APPLIED",
+                    expires_at=int((now + EVENT_MARK_TTL).timestamp()),
+                ),
+                condition=EventMarkItem.pk.does_not_exist(),
+                error=failed,
+            )
         else:
             assert_never(guard)
 

@@ -119,11 +119,12 @@ def test_a_lost_sim_is_blocked_by_its_owner_and_restored_on_a_new_sim(
     # The OTP was used up by that block.
     again = system.post(
         f"/service-control/block/{user_id}",
-        {"reason": "THEFT", "otp_id": otp_id},
+        {"reason": "LOST_SIM", "otp_id": otp_id},
         owner,
         str(uuid.uuid4()),
     )
-    assert again.status_code in (403, 409, 422), again.text
+    assert again.status_code == 409, again.text
+    assert again.json()["error"]["code"] == "OTP_USED"
 
     new_sim = iccid(next_serial())
     replaced = _post(system, f"/users/{user_id}/sim-replacement", {"new_iccid": new_sim}, AGENT)
@@ -180,9 +181,14 @@ def test_an_unpaid_postpaid_bill_bars_outgoing_service_only(system: LocalSystem)
     assert status["block_reasons"] == ["OVERDUE"]
     barring = _line(system, line["msisdn"])["barring"]
     assert barring == {"outgoing_barred": True, "data": "BARRED", "incoming_allowed": True}
-    # An agent may not lift it while the bill is unpaid; an admin may.
+    # An agent may not lift it while the bill is unpaid; an admin may (goodwill).
     refused = _post(system, f"/service-control/unblock/{user_id}", {"reason": "OVERDUE"}, AGENT)
     assert refused.status_code == 409, refused.text
+    lifted = _post(system, f"/service-control/unblock/{user_id}", {"reason": "OVERDUE"}, ADMIN)
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json()["status"] == "ACTIVE"
+    barring = _line(system, line["msisdn"])["barring"]
+    assert barring == {"outgoing_barred": False, "data": "ALLOWED", "incoming_allowed": True}
 
 
 def test_inactivity_sweep_disconnects_a_line_left_unrecharged_for_90_days(

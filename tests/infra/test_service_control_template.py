@@ -217,7 +217,8 @@ def _may(resources: Resources, handler: str, action: str) -> bool:
     ("handler", "allowed"),
     [
         # The OTP goes by SMS (or email) from the API; the workflow notifies.
-        (API, {"sns:Publish", "ses:SendEmail", "states:StartExecution"}),
+        # The API queues a network sync the HLR refused, to be retried.
+        (API, {"sns:Publish", "ses:SendEmail", "states:StartExecution", "sqs:SendMessage"}),
         (WORKER, {"states:StartExecution"}),  # resumes parked and starts inactive ones
         (TASKS, {"sns:Publish", "ses:SendEmail", "s3:PutObject"}),
         (SCHEDULE, {"sqs:SendMessage"}),

@@ -45,6 +45,7 @@ from shared.services.disconnection import (
 )
 from shared.services.service_control import (
     ActivePlanIs,
+    EventOnce,
     Guard,
     GuardFailed,
     InvoiceFact,
@@ -204,6 +205,7 @@ class InMemoryServiceStore:
         self._otps = otps
         self.claims: dict[str, IccidClaim] = claims if claims is not None else {}
         self.states: dict[str, ServiceState] = {}
+        self.applied_events: set[str] = set()  # the EventOnce markers
         self.changes: dict[str, list[StatusChange]] = {}  # oldest first
         self.before_save: Hook | None = None  # one-shot: a concurrent change lands first
 
@@ -291,6 +293,8 @@ class InMemoryServiceStore:
             return held == guard.subscription_id
         if isinstance(guard, OtpToConsume):
             return self._otps.usable(guard.user_id, guard.otp_id)
+        if isinstance(guard, EventOnce):
+            return guard.event_id not in self.applied_events
         new = self.claims.get(guard.new_iccid)
         old = self.claims.get(guard.old_iccid) if guard.old_iccid else None
         return (
@@ -301,7 +305,9 @@ class InMemoryServiceStore:
         )
 
     def _apply(self, guard: Guard) -> None:
-        if isinstance(guard, OtpToConsume):
+        if isinstance(guard, EventOnce):
+            self.applied_events.add(guard.event_id)
+        elif isinstance(guard, OtpToConsume):
             self._otps.consume(guard.user_id, guard.otp_id)
         elif isinstance(guard, SimSwap):
             self.claims[guard.new_iccid].claim_status = "IN_USE"
