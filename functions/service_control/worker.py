@@ -38,6 +38,7 @@ logger = Logger()
 processor = BatchProcessor(event_type=EventType.SQS)
 
 TOP_UP = "TOPUP"
+EXTENDED = "EXTENDED"  # a repeat purchase queued after the current period (payments)
 
 Reaction = Callable[[dict[str, Any], str], str]
 
@@ -71,7 +72,10 @@ REACTIONS: dict[str, Reaction] = {
         str(detail["user_id"]), str(detail["usage_type"]), _moment(detail["occurred_at"]), event_id
     ),
     "PlanChanged": lambda detail, event_id: service_control().on_plan_changed(
-        str(detail["user_id"]), event_id, _moment(detail["occurred_at"])
+        str(detail["user_id"]),
+        event_id,
+        _moment(detail["occurred_at"]),
+        new_quota_now=detail.get("change_type") != EXTENDED,
     ),
     "PaymentSucceeded": _payment_succeeded,
 }

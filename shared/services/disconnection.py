@@ -256,7 +256,7 @@ class Disconnections:
             requested_at=now,
             proof_reference=proof_reference,
             note=note,
-        ).step(now, "Request", "ACCEPTED", f"{reason.value} by {actor_of(principal)}")
+        ).step(now, "Request", "ACCEPTED", reason.value)  # who: requested_by (staff only)
         try:
             self._store.open(record, state)
         except StaleState:
@@ -275,7 +275,7 @@ class Disconnections:
         answer the same. Anything else is refused while one is open."""
         record = self._store.get(disconnection_id)
         if record.status is DisconnectionStatus.ESCALATED and actor.startswith("admin:"):
-            return self._redrive(record, actor)
+            return self._redrive(record)
         same = record.reason is reason and record.requested_by == actor
         if same and record.status is DisconnectionStatus.REQUESTED and len(record.history) == 1:
             self._starter.start(disconnection_id, {"disconnection_id": disconnection_id})
@@ -458,7 +458,7 @@ class Disconnections:
             return f"{dues} paise still outstanding"
         return self._resume(record)
 
-    def _redrive(self, record: Disconnection, actor: str) -> Disconnection:
+    def _redrive(self, record: Disconnection) -> Disconnection:
         """An admin sends an escalated disconnection through again once ops fixed
         the cause: from the dues check on (the final bill is done)."""
         attempt = sum(1 for entry in record.history if entry.step == "Escalate")
@@ -466,7 +466,7 @@ class Disconnections:
             self._clock.now(),
             "Redrive",
             "ACCEPTED",
-            f"by {actor}",
+            "sent through again by an admin",
             status=DisconnectionStatus.FINAL_BILLED,
         )
         self._store.put(redriven)

@@ -357,14 +357,19 @@ class ServiceControl:
         return self._react(user_id, change)
 
     def on_plan_changed(
-        self, user_id: str, event_id: str, occurred_at: datetime | None = None
+        self,
+        user_id: str,
+        event_id: str,
+        occurred_at: datetime | None = None,
+        *,
+        new_quota_now: bool = True,
     ) -> str:
-        """A plan purchase, renewal or change: a new period with a new quota."""
+        """A plan purchase, renewal or change: a new period with a new quota. An
+        extension (a repeat purchase queued after the current period) brings no data
+        now, so it leaves a throttle alone."""
+        refill = (occurred_at or self._clock.now()) if new_quota_now else None
         return self._lift_resolved(
-            user_id,
-            "system:PlanChanged",
-            f"event {event_id}",
-            refill_at=occurred_at or self._clock.now(),
+            user_id, "system:PlanChanged", f"event {event_id}", refill_at=refill
         )
 
     def on_payment_succeeded(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,12 @@ def put_claim(iccid: str, user_id: str, claim_status: str | None = None) -> None
 def line(aws: Aws, store: db.DynamoSubscriptionStore) -> MakeLine:
     """A live postpaid line with its SIM claimed (as activation leaves it)."""
 
-    def make(user_id: str, subscriber_type: SubscriberType = SubscriberType.POSTPAID) -> Subscriber:
+    def make(
+        user_id: str,
+        subscriber_type: SubscriberType = SubscriberType.POSTPAID,
+        **profile: Any,
+    ) -> Subscriber:
+        """``profile``: more profile fields (``phone``, ``email``...)."""
         digits = f"{sum(user_id.encode()) * 7919 % 10**9:09d}"
         subscriber = Subscriber(
             user_id=user_id,
@@ -45,6 +51,7 @@ def line(aws: Aws, store: db.DynamoSubscriptionStore) -> MakeLine:
             bill_cycle_day=5,
             created_at=datetime(2026, 1, 1, tzinfo=UTC),
             iccid=f"8991{digits}000",
+            **profile,
         )
         store.put_subscriber(subscriber)
         assert subscriber.iccid is not None

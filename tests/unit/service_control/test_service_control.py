@@ -963,3 +963,14 @@ def test_a_repeated_plan_changed_does_not_lift_a_throttle_applied_after_it(world
     world.service.on_plan_changed(USER, "evt-plan", T0)  # redelivered, from before the throttle
 
     assert world.state().reasons == {R.QUOTA_EXHAUSTED}
+
+
+def test_an_extension_queued_after_the_period_does_not_lift_the_throttle(world: World) -> None:
+    world.add_line()
+    valid_plan(world)
+    world.service.on_quota_exhausted(USER, "DATA", world.clock.now(), "evt-quota")
+    world.clock.advance(timedelta(hours=1))
+
+    world.service.on_plan_changed(USER, "evt-extend", world.clock.now(), new_quota_now=False)
+
+    assert world.state().reasons == {R.QUOTA_EXHAUSTED}
