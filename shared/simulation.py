@@ -1,11 +1,12 @@
 """Knobs shared by the local simulators of external systems (KYC provider,
-network provisioning): injected failures, timeouts and latency.
+network provisioning, payment gateway): injected failures, timeouts and latency.
 
 The knobs live in one SSM parameter (JSON) so tests and operators change them
 on a running system, without a redeploy:
 
     {"kyc": {"transient_failure_rate": 0.2},
-     "network": {"latency_ms": 50, "timeout_rate": 0.1, "timeout_ms": 200}}
+     "network": {"latency_ms": 50, "timeout_rate": 0.1, "timeout_ms": 200},
+     "gateway": {"permanent_failure_rate": 0.1, "lost_webhook_rate": 0.05}}
 
 Each simulator reads its section on every call: it only ever runs locally or in
 test stages, where one extra SSM read per call is cheap and staleness is not.
@@ -35,11 +36,24 @@ class FailureKnobs(BaseModel):
     timeout_ms: Annotated[int, Field(ge=0, le=60_000)] = 100
 
 
+class GatewayKnobs(FailureKnobs):
+    """The payment gateway's misbehaviour (shared/payment_gateway.py). The inherited
+    rates mean, for a charge: ``permanent_failure_rate`` a decline;
+    ``transient_failure_rate`` the call fails before the gateway records anything;
+    ``timeout_rate`` the gateway captures but the answer is lost. The webhook's
+    own faults are drawn separately."""
+
+    debit_fail_rate: Rate = 0.0  # captured, but the webhook reports FAILED
+    lost_webhook_rate: Rate = 0.0  # captured or declined, and no webhook ever comes
+    webhook_delay_seconds: Annotated[int, Field(ge=0, le=900)] = 2  # 900: SQS's maximum
+
+
 class SimulatorKnobs(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kyc: FailureKnobs = FailureKnobs()
     network: FailureKnobs = FailureKnobs()
+    gateway: GatewayKnobs = GatewayKnobs()
 
 
 class KnobSource(Protocol):
