@@ -142,6 +142,7 @@ class PlanItem(InGsi1):
     sms = NumberAttribute()
     overage = MapAttribute[str, Any]()
     renewal_rule = UnicodeAttribute()
+    repeat_purchase = UnicodeAttribute(default="EXTEND")  # items stored before issue 8: EXTEND
     active = BooleanAttribute(default=True)
 
     @classmethod
@@ -387,6 +388,24 @@ class DynamoSubscriptionStore:
             )
             tx.save(self._period_item(new), condition=Item.pk.does_not_exist())
             _apply_wallet_delta(tx, new.user_id, wallet_delta_paise)
+
+    def extend(
+        self,
+        *,
+        old: Subscription,
+        extended: Subscription,
+        period: Subscription,
+        wallet_debit_paise: int,
+    ) -> None:
+        unchanged = (ActiveSubscriptionItem.subscription_id == old.subscription_id) & (
+            ActiveSubscriptionItem.valid_until == old.valid_until
+        )
+        slot_error = ConcurrentModification("the active plan changed meanwhile; try again")
+        with _transaction(slot_error=slot_error, debits_wallet=wallet_debit_paise > 0) as tx:
+            # The slot moves to the new expiry's day in the expiry index.
+            tx.save(self._active_item(extended), condition=unchanged)
+            tx.save(self._period_item(period), condition=Item.pk.does_not_exist())
+            _apply_wallet_delta(tx, extended.user_id, -wallet_debit_paise)
 
     @staticmethod
     def _active_item(subscription: Subscription) -> ActiveSubscriptionItem:

@@ -33,6 +33,17 @@ class RenewalRule(StrEnum):
     MONTHLY_BILL_CYCLE = "MONTHLY_BILL_CYCLE"
 
 
+class RepeatPurchase(StrEnum):
+    """What buying a prepaid plan again while that same plan is active does."""
+
+    # The new validity starts when the current one ends (the quota of the current
+    # period is not touched); the subscriber is told the new expiry.
+    EXTEND = "EXTEND"
+    # The plan starts again now, like an /upgrade to itself: the unused part of the
+    # current period is credited pro rata and the full price is charged.
+    RESTART = "RESTART"
+
+
 class OverageRates(Frozen):
     """Pay-as-you-go rates beyond the included quota, with their pulse (rating unit).
 
@@ -61,6 +72,10 @@ class Plan(Frozen):
     sms: NonNegativeInt
     overage: OverageRates
     renewal_rule: RenewalRule
+    repeat_purchase: RepeatPurchase = Field(
+        default=RepeatPurchase.EXTEND,
+        description="Prepaid: buying this plan again while it is active extends or restarts it",
+    )
     active: bool = True
 
     @model_validator(mode="after")

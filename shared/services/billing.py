@@ -110,6 +110,12 @@ class InvoiceNotCreditable(Conflict):
     code = "INVOICE_NOT_CREDITABLE"
 
 
+class InvoiceNotPayable(Conflict):
+    """Paid, void, or the amount is more than what is still owed."""
+
+    code = "INVOICE_NOT_PAYABLE"
+
+
 class InvoiceAlreadyIssued(Exception):
     """The invoice's conditional put failed: another attempt stored it."""
 
@@ -142,7 +148,9 @@ UNPAID = frozenset({InvoiceStatus.ISSUED, InvoiceStatus.OVERDUE})
 
 class HistoryEntry(Frozen):
     at: datetime
-    event: str = Field(description="ISSUED, CREDIT_NOTE, OVERDUE, OVERDUE_NOTICE, PAID, VOID")
+    event: str = Field(
+        description="ISSUED, CREDIT_NOTE, OVERDUE, OVERDUE_NOTICE, PART_PAYMENT, PAID, VOID"
+    )
     detail: str = ""
     amount_paise: int | None = None
 
@@ -162,6 +170,7 @@ class InvoiceRecord(Frozen):
     published: bool = False  # PDF stored and InvoiceIssued sent
     overdue_notified: bool = False
     pdf_key: str | None = None
+    paid_paise: int = Field(default=0, ge=0, description="Payments applied so far")
 
     @property
     def invoice_id(self) -> str:
@@ -170,6 +179,18 @@ class InvoiceRecord(Frozen):
     @property
     def credited_paise(self) -> int:
         return sum(note.amount_paise for note in self.credit_notes)
+
+    @property
+    def outstanding_paise(self) -> int:
+        return outstanding_paise(self.status, self.invoice.total_paise, self.paid_paise)
+
+
+def outstanding_paise(status: InvoiceStatus, total_paise: int, paid_paise: int) -> int:
+    """What is still owed on an invoice: nothing once paid or void. A credit note
+    does not reduce it: it is a CREDIT line on the next invoice (shared.billing)."""
+    if status not in UNPAID:
+        return 0
+    return max(total_paise - paid_paise, 0)
 
 
 class BillingAccount(Frozen):

@@ -1,6 +1,13 @@
 """Plan subscriptions: exactly one active plan per subscriber, changes take
 effect now, prepaid purchases are paid from the wallet in the same atomic
-write, and every change is prorated to the second (money rule: shared.money)."""
+write, and every change is prorated to the second (money rule: shared.money).
+
+Buying the active prepaid plan again (a recharge, issue 8) follows the plan's
+``repeat_purchase`` option: EXTEND adds the plan's validity after the current
+period (the active slot's ``valid_until`` and ``price_paise`` grow by one
+period, and the extension is recorded as a period of its own starting where
+the current one ends); RESTART starts the plan again now, like an /upgrade to
+itself."""
 
 from __future__ import annotations
 
@@ -22,7 +29,15 @@ from shared.errors import (
     SubscriberNotActive,
 )
 from shared.events import DomainEvent, EventPublisher
-from shared.models import Frozen, Plan, Subscriber, SubscriberStatus, SubscriberType, Subscription
+from shared.models import (
+    Frozen,
+    Plan,
+    RepeatPurchase,
+    Subscriber,
+    SubscriberStatus,
+    SubscriberType,
+    Subscription,
+)
 from shared.money import prorate
 
 # A change stamped this far from the server's clock is client skew, not a backdating attempt.
@@ -51,11 +66,27 @@ class SubscriptionStore(Protocol):
         (never below zero). Raises ConcurrentModification or InsufficientBalance."""
         ...
 
+    def extend(
+        self,
+        *,
+        old: Subscription,
+        extended: Subscription,
+        period: Subscription,
+        wallet_debit_paise: int,
+    ) -> None:
+        """Atomically: replace ``old`` in the active slot by ``extended`` (same
+        subscription, later ``valid_until``) if the slot still holds ``old`` with
+        its validity unchanged, record the extension ``period``, debit the wallet.
+        Raises ConcurrentModification or InsufficientBalance."""
+        ...
+
 
 class ChangeType(StrEnum):
     SUBSCRIBE = "SUBSCRIBE"
     UPGRADE = "UPGRADE"
     DOWNGRADE = "DOWNGRADE"
+    EXTENDED = "EXTENDED"  # the active prepaid plan bought again: validity after the current
+    RESTARTED = "RESTARTED"  # the active prepaid plan bought again: started again now
 
 
 class ProrationLine(Frozen):
@@ -121,13 +152,83 @@ class SubscriptionService:
         self, user_id: str, plan_id: str, effective_at: datetime | None = None
     ) -> PlanChangeResult:
         """Upgrade or downgrade the active plan, now."""
+        return self._change(user_id, plan_id, effective_at, restart=False)
+
+    def recharge(self, user_id: str, plan_id: str) -> PlanChangeResult:
+        """A prepaid plan bought with money already in the wallet (a paid recharge):
+        started when no plan is valid, the active plan changed when it is another
+        one, and the same plan extended or restarted per its ``repeat_purchase``."""
+        active = self._store.get_active(user_id)
+        if not _valid_at(active, self._clock.now()):
+            return self.subscribe(user_id, plan_id)
+        assert active is not None
+        if active.plan_id != plan_id:
+            return self.change_plan(user_id, plan_id)
+        if self._catalog.get(plan_id).repeat_purchase is RepeatPurchase.RESTART:
+            return self._change(user_id, plan_id, None, restart=True)
+        return self.extend(user_id, plan_id)
+
+    def extend(self, user_id: str, plan_id: str) -> PlanChangeResult:
+        """The active prepaid plan again, after the current period: its quota and
+        validity start when the current ones end."""
+        now = self._clock.now()
+        subscriber = self._changeable_subscriber(user_id)
+        plan = self._plan_for(subscriber, plan_id)
+        old = self._store.get_active(user_id)
+        if not _valid_at(old, now):
+            raise NoActivePlan("no active plan to extend; use /subscribe")
+        assert old is not None
+        if old.plan_id != plan.plan_id or old.valid_until is None:
+            raise PlanNotAllowed(f"only the active prepaid plan ({old.plan_id}) can be extended")
+        period = Subscription(
+            subscription_id=uuid.uuid4().hex,
+            user_id=user_id,
+            plan_id=plan.plan_id,
+            plan_type=plan.type,
+            price_paise=plan.price_paise,
+            started_at=old.valid_until,
+            valid_until=old.valid_until + timedelta(days=plan.validity_days),
+        )
+        # The slot covers both periods at both prices: an /upgrade later credits
+        # the unused part of the whole, pro rata to the second.
+        extended = old.model_copy(
+            update={
+                "valid_until": period.valid_until,
+                "price_paise": old.price_paise + plan.price_paise,
+            }
+        )
+        self._store.extend(
+            old=old, extended=extended, period=period, wallet_debit_paise=plan.price_paise
+        )
+        line = ProrationLine(
+            plan_id=plan.plan_id,
+            description=f"{plan.name}: {plan.validity_days} more days after the current period",
+            period_start=old.valid_until,
+            period_end=period.valid_until,
+            amount_paise=plan.price_paise,
+        )
+        return self._announce(
+            subscriber=subscriber,
+            new=period,
+            old=old,
+            change_type=ChangeType.EXTENDED,
+            lines=[line],
+            wallet_debit=plan.price_paise,
+            at=now,
+        )
+
+    def _change(
+        self, user_id: str, plan_id: str, effective_at: datetime | None, *, restart: bool
+    ) -> PlanChangeResult:
         now = self._effective_now(effective_at)
         subscriber = self._changeable_subscriber(user_id)
         plan = self._plan_for(subscriber, plan_id)
         old = self._store.get_active(user_id)
         if old is None or (old.valid_until is not None and old.valid_until <= now):
             raise NoActivePlan("no active plan to change; use /subscribe")
-        if old.plan_id == plan.plan_id:
+        if (old.plan_id == plan.plan_id) != restart:
+            if restart:
+                raise PlanNotAllowed(f"only the active plan ({old.plan_id}) can be restarted")
             raise SamePlan(f"{plan.plan_id} is already the active plan")
         new = _new_subscription(subscriber, plan, now)
         if plan.type is SubscriberType.PREPAID:
@@ -145,6 +246,8 @@ class SubscriptionService:
             debit = 0
         self._store.change(old=old, new=new, wallet_delta_paise=-debit)
         kind = ChangeType.UPGRADE if plan.price_paise >= old.price_paise else ChangeType.DOWNGRADE
+        if restart:
+            kind = ChangeType.RESTARTED
         return self._announce(
             subscriber=subscriber,
             new=new,
@@ -191,6 +294,7 @@ class SubscriptionService:
         change_type: ChangeType,
         lines: list[ProrationLine],
         wallet_debit: int,
+        at: datetime | None = None,
     ) -> PlanChangeResult:
         result = PlanChangeResult(
             user_id=subscriber.user_id,
@@ -210,7 +314,7 @@ class SubscriptionService:
                 DomainEvent(
                     detail_type="PlanChanged",
                     source="plans",
-                    occurred_at=new.started_at,
+                    occurred_at=at or new.started_at,
                     detail={
                         "user_id": subscriber.user_id,
                         "subscriber_type": subscriber.subscriber_type.value,
@@ -226,6 +330,12 @@ class SubscriptionService:
             ]
         )
         return result
+
+
+def _valid_at(subscription: Subscription | None, now: datetime) -> bool:
+    return subscription is not None and (
+        subscription.valid_until is None or subscription.valid_until > now
+    )
 
 
 def _new_subscription(subscriber: Subscriber, plan: Plan, now: datetime) -> Subscription:

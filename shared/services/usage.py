@@ -179,6 +179,8 @@ def refresh_state(state: RatingState, sources: RatingSources) -> RatingState:
     if subscription is None or plan is None:
         return fresh
     if subscription.subscription_id == state.subscription_id:
+        if fresh.prepaid and _extended(state, subscription):
+            _open_extension(fresh, subscription, plan)
         return fresh
     fresh.subscription_id = subscription.subscription_id
     fresh.valid_until = subscription.valid_until
@@ -203,6 +205,28 @@ def _open_cycle_for(state: RatingState, subscription: Subscription, plan: Plan) 
         existing.plan = plan
         return
     state.cycles[label] = CycleUsage(label=label, start=start, end=end, plan=plan)
+
+
+def _extended(state: RatingState, subscription: Subscription) -> bool:
+    """A repeat purchase queued after the current period (payments' EXTEND): the same
+    subscription, a later expiry."""
+    return (
+        state.valid_until is not None
+        and subscription.valid_until is not None
+        and subscription.valid_until > state.valid_until
+    )
+
+
+def _open_extension(state: RatingState, subscription: Subscription, plan: Plan) -> None:
+    """The extension is a period of its own, with the plan's full quota, from the
+    old expiry to the new one; the current period runs on to its end."""
+    assert state.valid_until is not None
+    assert subscription.valid_until is not None
+    start, end = state.valid_until, subscription.valid_until
+    label = isoformat(start)
+    state.cycles[label] = CycleUsage(label=label, start=start, end=end, plan=plan)
+    state.valid_until = end
+    _prune(state)
 
 
 def _prune(state: RatingState) -> None:

@@ -10,6 +10,8 @@ usage rating's state for the cycle's overage).
 | prepaid plan (db.py) | ``USER#<id>`` | ``SUB#ACTIVE`` | ``EXPIRES#<IST date>#<shard>`` (2) |
 
 (1) while unpaid and before its overdue notice; (2) until renewed or expired.
+Payments (issue 8) add to the invoice's ``paid_paise`` in their own transaction
+(:func:`invoice_payment`); the one that settles it makes it PAID.
 
 Requests per invoice of a bill run: one Query (profile + plan history: the SK
 range ``PROFILE``..``SUB#~``), one BatchGetItem (account, counter, invoice), the
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -30,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter
 from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from shared.billing import CarryForward, CreditNote, Invoice, LateUsageItem
@@ -61,10 +66,12 @@ from shared.services.billing import (
     HistoryEntry,
     InvoiceAlreadyIssued,
     InvoiceNotFound,
+    InvoiceNotPayable,
     InvoiceRecord,
     InvoiceStatus,
     IssuedCreditNote,
     PendingLateUsage,
+    outstanding_paise,
     parse_invoice_id,
 )
 
@@ -111,6 +118,7 @@ class InvoiceItem(InGsi1):
     history = UnicodeAttribute(default="[]")
     credit_notes = UnicodeAttribute(default="[]")
     credited_paise = NumberAttribute(default=0)
+    paid_paise = NumberAttribute(default=0)  # payments applied (issue 8)
     published = BooleanAttribute(default=False)
     overdue_notified = BooleanAttribute(default=False)
     pdf_key = UnicodeAttribute(null=True)
@@ -124,6 +132,7 @@ class InvoiceItem(InGsi1):
             published=bool(self.published),
             overdue_notified=bool(self.overdue_notified),
             pdf_key=self.pdf_key,
+            paid_paise=int(self.paid_paise or 0),
         )
 
 
@@ -176,6 +185,7 @@ def _invoice_item(record: InvoiceRecord) -> InvoiceItem:
         published=record.published,
         overdue_notified=record.overdue_notified,
         pdf_key=record.pdf_key,
+        paid_paise=record.paid_paise,
     )
     if record.status in UNPAID and not record.overdue_notified:
         item.gsi1pk = due_index_pk(invoice.due_date, user_id)
@@ -212,6 +222,79 @@ def _account_unchanged(version: int) -> Any:
 
 def _history_json(record: InvoiceRecord, entry: HistoryEntry) -> str:
     return _HISTORY.dump_json((*record.history, entry)).decode()
+
+
+# --- payments (issue 8): the invoice's side of a payment's transaction ----------------
+
+# What applying a payment reads: never the document (every line of the invoice).
+_PAYMENT_ATTRIBUTES = ["status", "total_paise", "credited_paise", "paid_paise", "history"]
+
+
+@dataclass(frozen=True)
+class InvoicePayment:
+    """The update a payment makes to its invoice, for the payment's own
+    TransactWriteItems: ``paid_paise`` grows, the invoice is PAID (and leaves the
+    due-date index) when nothing remains, and its history records the payment.
+    The condition is the invoice as read (still unpaid, its history unchanged: a
+    payment, credit note or overdue mark that landed meanwhile cancels the
+    transaction, and the caller reads again)."""
+
+    item: InvoiceItem
+    actions: list[Action]
+    condition: Condition
+    settles: bool
+    outstanding_after: int
+
+
+def invoice_payment(
+    user_id: str, invoice_id: str, *, payment_id: str, amount_paise: int, at: datetime
+) -> InvoicePayment:
+    """Raises InvoiceNotFound, or InvoiceNotPayable when the invoice is no longer
+    unpaid or owes less than ``amount_paise``."""
+    owner, period = parse_invoice_id(invoice_id)
+    if owner != user_id:
+        raise InvoiceNotFound(f"no invoice {invoice_id!r}")
+    key = (user_pk(user_id), invoice_sk(period, invoice_id))
+    try:
+        current = InvoiceItem.get(*key, consistent_read=True, attributes_to_get=_PAYMENT_ATTRIBUTES)
+    except InvoiceItem.DoesNotExist:
+        raise InvoiceNotFound(f"no invoice {invoice_id!r}") from None
+    status = InvoiceStatus(current.status)
+    paid = int(current.paid_paise or 0)
+    owed = outstanding_paise(status, int(current.total_paise), paid)
+    if amount_paise > owed:
+        raise InvoiceNotPayable(
+            f"{invoice_id} owes {owed} paise; a payment of {amount_paise} paise does not fit",
+            details={"outstanding_paise": owed},
+        )
+    remaining = owed - amount_paise
+    entry = HistoryEntry(
+        at=at,
+        event="PART_PAYMENT" if remaining else "PAID",
+        detail=f"{payment_id}; {remaining} paise outstanding",
+        amount_paise=amount_paise,
+    )
+    history = _HISTORY.validate_json(current.history)
+    actions: list[Action] = [
+        InvoiceItem.paid_paise.set(paid + amount_paise),
+        InvoiceItem.history.set(_HISTORY.dump_json((*history, entry)).decode()),
+    ]
+    if not remaining:
+        actions += [
+            InvoiceItem.status.set(InvoiceStatus.PAID.value),
+            InvoiceItem.gsi1pk.remove(),
+            InvoiceItem.gsi1sk.remove(),
+        ]
+    unchanged: Condition = (InvoiceItem.status == status.value) & (
+        InvoiceItem.history == current.history
+    )
+    return InvoicePayment(
+        item=InvoiceItem(*key),
+        actions=actions,
+        condition=unchanged,
+        settles=not remaining,
+        outstanding_after=remaining,
+    )
 
 
 def _failed(error: TransactWriteError) -> list[bool]:

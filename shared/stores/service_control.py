@@ -51,7 +51,13 @@ from shared.db import (
 from shared.errors import ConcurrentModification, UserNotFound
 from shared.models import SubscriberStatus, Subscription
 from shared.service_control import BlockReason, ServiceState
-from shared.services.billing import UNPAID, InvoiceNotFound, parse_invoice_id
+from shared.services.billing import (
+    UNPAID,
+    InvoiceNotFound,
+    InvoiceStatus,
+    outstanding_paise,
+    parse_invoice_id,
+)
 from shared.services.disconnection import (
     Disconnection,
     DisconnectionInProgress,
@@ -437,7 +443,7 @@ _FACT_ATTRIBUTES = [
     "status",
     "bill_date",
     "total_paise",
-    "credited_paise",
+    "paid_paise",
     "overdue_notified",
 ]
 
@@ -482,14 +488,14 @@ class DynamoFacts:
 
 
 def _fact(item: InvoiceItem) -> InvoiceFact:
-    total = int(item.total_paise)
-    credited = int(item.credited_paise or 0)
     return InvoiceFact(
         invoice_id=item.invoice_id,
         bill_date=date.fromisoformat(item.bill_date),
         unpaid=item.status in _UNPAID,
         overdue_notified=bool(item.overdue_notified),
-        outstanding_paise=max(total - credited, 0),
+        outstanding_paise=outstanding_paise(
+            InvoiceStatus(item.status), int(item.total_paise), int(item.paid_paise or 0)
+        ),
     )
 
 

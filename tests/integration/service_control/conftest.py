@@ -68,6 +68,7 @@ def put_invoice(
     *,
     total_paise: int = 70_682,
     credited_paise: int = 0,
+    paid_paise: int = 0,
     overdue_notified: bool = False,
 ) -> str:
     """A minimal invoice item (what billing stores, without the document's lines)."""
@@ -85,6 +86,7 @@ def put_invoice(
         total_paise=total_paise,
         document="{}",
         credited_paise=credited_paise,
+        paid_paise=paid_paise,
         overdue_notified=overdue_notified,
     ).save()
     return invoice_id

@@ -554,19 +554,20 @@ def test_facts_read_unpaid_invoices_and_what_is_outstanding(
     )
     issued = put_invoice("u1", "2026-11-05", total_paise=30_000)
     put_invoice("u1", "2026-09-05", InvoiceStatus.PAID)
-    put_invoice("u1", "2026-08-05", InvoiceStatus.ISSUED, total_paise=100, credited_paise=500)
+    put_invoice("u1", "2026-08-05", InvoiceStatus.ISSUED, total_paise=100, paid_paise=100)
     put_invoice("u2", "2026-11-05")
     facts = DynamoFacts()
 
     unpaid = {fact.invoice_id: fact for fact in facts.unpaid_invoices("u1")}
 
     assert set(unpaid) == {overdue, issued, "INV-u1-2026-08-05"}
-    assert unpaid[overdue].outstanding_paise == 40_000
+    # A credit note is a CREDIT line on the next invoice: this one still owes its total.
+    assert unpaid[overdue].outstanding_paise == 50_000
     assert unpaid[overdue].overdue_notified
     assert unpaid[overdue].bill_date == date(2026, 10, 5)
     assert unpaid[issued].outstanding_paise == 30_000
     assert not unpaid[issued].overdue_notified
-    assert unpaid["INV-u1-2026-08-05"].outstanding_paise == 0  # credited beyond the total
+    assert unpaid["INV-u1-2026-08-05"].outstanding_paise == 0  # paid, not yet marked PAID
 
     paid = facts.invoice("u1", "INV-u1-2026-09-05")
     assert paid is not None
