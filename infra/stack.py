@@ -10,6 +10,7 @@ from constructs import Construct
 from infra.activation import Activation, ActivationTimings
 from infra.billing import Billing
 from infra.function import Packaging
+from infra.payments import SIMULATOR, Payments
 from infra.plans import Plans
 from infra.platform import build_platform
 from infra.service_control import ServiceControl
@@ -46,6 +47,14 @@ class TbCssStack(Stack):
             platform=self.platform,
             activation=self.activation,
             billing=self.billing,
+        )
+        self.payments = Payments(
+            self,
+            "Payments",
+            platform=self.platform,
+            activation=self.activation,
+            stage=stage,
+            gateway=self.node.try_get_context("payment_gateway") or SIMULATOR,
         )
 
         CfnOutput(self, "ApiUrl", value=self.platform.api.url)

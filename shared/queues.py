@@ -1,11 +1,12 @@
-"""SQS adapters: the anomaly review queue of usage rating."""
+"""SQS adapters: the anomaly review queue of usage rating and the payment gateway
+simulator's webhook outbox."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
@@ -46,3 +47,22 @@ def _body(anomaly: Anomaly, detected_at: datetime) -> str:
     body = anomaly.body(detected_at)
     body["record"] = str(body["record"])[:MAX_RECORD_CHARS]
     return json.dumps(body)
+
+
+class SqsWebhookOutbox:
+    """Implements :class:`shared.payment_gateway.WebhookOutbox`: one message per
+    webhook, held back ``delay_seconds`` by SQS (its maximum is 900 s) before the
+    delivery function (functions/payments/webhooks.py) can receive it."""
+
+    max_delay_seconds = 900
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def send(self, body: dict[str, Any], delay_seconds: int) -> None:
+        self._client.send_message(
+            QueueUrl=self._queue_url,
+            MessageBody=json.dumps(body, sort_keys=True),
+            DelaySeconds=min(max(delay_seconds, 0), self.max_delay_seconds),
+        )

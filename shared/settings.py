@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     otp_requests_per_window: int = 3  # OTP requests per user per window (then 429)
     otp_window_seconds: int = 900
 
+    # Payments (issue 8). Which adapter talks to the payment gateway: only "simulator"
+    # exists yet; it queues its webhooks (with their delay) on the outbox queue, and
+    # the delivery function signs them with the webhook secret and hands them to the
+    # payments API function.
+    payment_gateway: str = "simulator"
+    payment_webhook_secret_id: str = ""  # the gateway's HMAC secret (Secrets Manager)
+    payments_queue_url: str = ""  # InvoiceIssued (AutoPay) and the AutoPay retry fan-out
+    payments_ops_queue_url: str = ""  # payments the janitor could not resolve in time
+    webhook_outbox_queue_url: str = ""  # the simulator's webhooks, delayed
+    payments_api_function_name: str = ""  # where the simulator delivers its webhooks
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

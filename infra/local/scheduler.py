@@ -33,6 +33,7 @@ import logging
 import re
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -48,9 +49,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("tbcss.local.scheduler")
 
 TICK_SECONDS = 1.0
-# A rate(1 minute) rule across a month is 43,200 invocations: cap what one
-# advance fires per rule (the skipped count is logged, never silent).
-MAX_OCCURRENCES_PER_RULE = 2_000
+# A rate(15 minutes) rule across a month is ~2,900 synchronous invocations (minutes
+# of wall time): one advance fires at most a rule's LATEST occurrences this many
+# (a 15-minute rule's last two days, a daily rule's last 200 days), since what
+# follows a jump sees the state they leave. The earlier ones skipped are logged,
+# never silent.
+MAX_OCCURRENCES_PER_RULE = 200
 
 
 class MovableClock(Protocol):
@@ -570,17 +574,19 @@ class Scheduler:
     def _due(self, after: datetime, until: datetime) -> list[_Occurrence]:
         due: list[_Occurrence] = []
         for order, (rule, schedule) in enumerate(self._schedules):
-            moments = schedule.occurrences(after, until)
-            taken = [
-                moment for _, moment in zip(range(self._max_occurrences), moments, strict=False)
-            ]
-            skipped = sum(1 for _ in moments)
-            if skipped:
+            latest: deque[datetime] = deque(maxlen=self._max_occurrences)
+            seen = 0
+            for moment in schedule.occurrences(after, until):
+                latest.append(moment)
+                seen += 1
+            taken = list(latest)
+            if seen > len(taken):
                 log.warning(
-                    "rule %s: %d occurrence(s) after %s not fired (cap %d per advance)",
+                    "rule %s: %d occurrence(s) before %s not fired (only the latest %d "
+                    "per advance)",
                     rule.name,
-                    skipped,
-                    iso_z(taken[-1]),
+                    seen - len(taken),
+                    iso_z(taken[0]),
                     self._max_occurrences,
                 )
             due.extend(_Occurrence(moment, order, rule) for moment in taken)

@@ -63,7 +63,8 @@ def test_the_workflow_is_jsonpath_asl_with_the_designed_retries(resources: Resou
 
 
 def test_secret_parameter_queue_and_sender_exist_with_literal_names(resources: Resources) -> None:
-    (secret,) = of_type(resources, "AWS::SecretsManager::Secret").values()
+    secrets = of_type(resources, "AWS::SecretsManager::Secret")
+    (secret,) = [props for name, props in secrets.items() if name.startswith("Activation")]
     assert secret["Name"] == "tbcss-dev/kyc-fingerprint-pepper"
     assert secret["GenerateSecretString"]["PasswordLength"] >= 32
     (parameter,) = of_type(resources, "AWS::SSM::Parameter").values()

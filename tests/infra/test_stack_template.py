@@ -140,12 +140,19 @@ def test_the_plans_routes_exist(resources: Resources) -> None:
     }
 
 
-def test_every_route_but_health_requires_the_authorizer(resources: Resources) -> None:
+# API.md: no bearer token on the health check and the payment webhook (HMAC-signed).
+UNAUTHENTICATED = frozenset({"GET /health", "POST /payments/webhook"})
+
+
+def test_every_route_but_health_and_the_webhook_requires_the_authorizer(
+    resources: Resources,
+) -> None:
     (authorizer_name,) = of_type(resources, "AWS::ApiGateway::Authorizer")
     routes = _routes(resources)
-    assert routes["GET /health"]["AuthorizationType"] == "NONE"
+    for route in UNAUTHENTICATED:
+        assert routes[route]["AuthorizationType"] == "NONE", route
     for route, props in routes.items():
-        if route == "GET /health":
+        if route in UNAUTHENTICATED:
             continue
         assert props["AuthorizationType"] == "CUSTOM", route
         assert props["AuthorizerId"] == {"Ref": authorizer_name}, route

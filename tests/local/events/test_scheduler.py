@@ -88,6 +88,36 @@ def test_two_days_fire_every_occurrence_once_in_order_at_its_own_time() -> None:
     assert clock.now() >= START + timedelta(days=2)
 
 
+def test_a_long_jump_fires_only_a_frequent_rules_latest_occurrences() -> None:
+    """A month of a 15-minute rule is thousands of invocations: only the latest
+    ones fire, so the state after the jump is what the rule leaves at its end."""
+    clock = _clock_at(START)
+    invoker = FakeInvoker(clock=clock)
+    scheduler = Scheduler(
+        deployment(
+            rules=[
+                rule("Janitor", "rate(15 minutes)", [_lambda_target(SWEEP)]),
+                rule("BillRun", "cron(0 3 * * ? *)", [_lambda_target(BILL_RUN)]),
+            ],
+            functions=[BILL_RUN, SWEEP],
+        ),
+        invoker,
+        clock,
+        endpoint_url=None,
+        region=REGION,
+        max_occurrences_per_rule=8,
+    )
+
+    scheduler.advance(3 * DAY)
+
+    calls = invoker.snapshot()
+    janitor = [_event_time(c.payload) for c in calls if c.function_name == SWEEP.name]
+    end = START + timedelta(days=3)
+    assert janitor == [end - timedelta(minutes=15 * k) for k in range(7, -1, -1)]
+    # A rule under the cap fires every occurrence.
+    assert len([c for c in calls if c.function_name == BILL_RUN.name]) == 3
+
+
 def test_scheduled_event_has_eventbridge_shape() -> None:
     clock = _clock_at(START)
     invoker = FakeInvoker(clock=clock)

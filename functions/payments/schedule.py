@@ -1,0 +1,40 @@
+"""Payments' schedules (EventBridge rules):
+
+- ``{"sweep": "reconcile"}`` every 15 minutes: the janitor. Every payment still
+  open 15 minutes after its creation is looked up at the gateway and resolved
+  (applied, failed or refunded), or escalated to ops once it is 2 hours old.
+- ``{"sweep": "autopay_retries"}`` at 10:00 IST: the AutoPay attempts scheduled
+  for the day (and the few days before, should a run have been missed), one SQS
+  message each to the payments worker. ``"date": "YYYY-MM-DD"`` runs a given IST
+  day by hand; the day is decided as for billing's sweeps
+  (:func:`functions.billing.schedule.run_day`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.billing.schedule import run_day
+from functions.payments.wiring import payments, task_queue
+from shared.clock import system_clock
+
+logger = Logger()
+RECONCILE = "reconcile"
+AUTOPAY_RETRIES = "autopay_retries"
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    sweep = event.get("sweep")
+    if sweep == RECONCILE:
+        result = payments().reconcile(system_clock().now())
+    elif sweep == AUTOPAY_RETRIES:
+        messages = payments().autopay_retries_due(run_day(event))
+        result = {"queued": task_queue().send(messages)}
+    else:
+        raise ValueError(f"unknown sweep {sweep!r}")
+    logger.info("sweep done", extra={"sweep": sweep, **result})
+    return {"sweep": sweep, **result}

@@ -1,0 +1,174 @@
+"""Payments on the local runtime, as a subscriber, the gateway and the network see
+them: an overdue, blocked postpaid subscriber pays the bill by UPI, the gateway
+simulator's signed webhook completes the payment, the invoice is PAID and the
+line is unblocked without an agent; a card number sent to the API is refused and
+stored nowhere; the webhook route takes a signature, not a bearer token.
+
+The runtime here is its own (own state dir): the first test moves its clock by
+almost two months, which the other e2e tests must not see.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.activation_data import activation_body
+from tests.e2e.conftest import (
+    ROOT,
+    LocalSystem,
+    start_local_system,
+    stop_local_system,
+    wait_for,
+)
+
+AGENT = ("agent-e2e", "agent")
+CARD_NUMBER = "4111111111111111"  # a test card: passes the Luhn check
+
+
+@pytest.fixture(scope="module")
+def system() -> Iterator[LocalSystem]:
+    running = start_local_system(ROOT / ".tbcss" / "e2e-payments")
+    yield running
+    assert stop_local_system(running) == 0, "\n".join(running.output[-20:])
+
+
+def _activate_postpaid(system: LocalSystem) -> dict[str, Any]:
+    body = activation_body(plan_id="POST_BASIC_399", subscriber_type="postpaid")
+    agent = system.token(*AGENT)
+    accepted = system.post("/activate-sim", body, agent, str(uuid.uuid4()))
+    assert accepted.status_code == 202, accepted.text
+    activation_id = accepted.json()["activation_id"]
+
+    def active() -> bool:
+        return bool(system.get(f"/activations/{activation_id}", agent).json()["status"] == "ACTIVE")
+
+    wait_for(active, timeout=60, what="the activation")
+    return {**body, "user_id": accepted.json()["user_id"]}
+
+
+def _status(system: LocalSystem, user_id: str) -> dict[str, Any]:
+    answer = system.get(f"/service-control/status/{user_id}", system.token(*AGENT))
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def _barring(system: LocalSystem, msisdn: str) -> dict[str, Any]:
+    line: dict[str, Any] = json.loads(system.cli("network", "show", msisdn))
+    return dict(line["barring"])
+
+
+def _advance(system: LocalSystem, delta: timedelta) -> None:
+    system.cli("local", "clock", "advance", "--days", f"{delta.total_seconds() / 86400:.5f}")
+
+
+def test_an_overdue_blocked_subscriber_pays_by_upi_and_is_unblocked_without_an_agent(
+    system: LocalSystem,
+) -> None:
+    line = _activate_postpaid(system)
+    user_id = line["user_id"]
+    owner = system.token(user_id, "subscriber")
+    # Bill date: the cycle day next month; due 15 days later; blocked 7 days after that.
+    _advance(system, timedelta(days=31 + 15 + 7 + 1))
+
+    def blocked() -> dict[str, Any] | None:
+        status = _status(system, user_id)
+        return status if status["status"] == "TEMP_BLOCKED" else None
+
+    assert wait_for(blocked, timeout=60, what="the OVERDUE block")["block_reasons"] == ["OVERDUE"]
+    assert _barring(system, line["msisdn"])["outgoing_barred"] is True
+    (invoice,) = system.get(f"/users/{user_id}/invoices", owner).json()["invoices"]
+    assert invoice["status"] == "OVERDUE"
+    invoice_id = invoice["invoice_id"]
+
+    key = str(uuid.uuid4())
+    body = {"user_id": user_id, "invoice_id": invoice_id, "method": "UPI", "vpa": "asha@okhdfc"}
+    accepted = system.post("/payments", body, owner, key)
+    assert accepted.status_code == 202, accepted.text
+    payment_id = accepted.json()["payment_id"]
+    assert accepted.json()["status"] == "PENDING"
+    assert accepted.json()["method_display"] == "as***@okhdfc"
+    # The same request again (a client's retry) is the same payment, not a second charge.
+    again = system.post("/payments", body, owner, key)
+    assert again.status_code == 202, again.text
+    assert again.json()["payment_id"] == payment_id
+
+    def succeeded() -> dict[str, Any] | None:
+        payment: dict[str, Any] = system.get(f"/payments/{payment_id}", owner).json()
+        return payment if payment["status"] in ("SUCCEEDED", "FAILED", "REFUNDED") else None
+
+    payment = wait_for(succeeded, timeout=60, what="the gateway's webhook")
+    assert payment["status"] == "SUCCEEDED", payment
+    assert payment["applied_paise"] == payment["amount_paise"] > 0
+    assert payment["transaction_id"]
+    assert payment["payment_date"]
+    paid = system.get(f"/invoices/{invoice_id}", owner).json()
+    assert paid["status"] == "PAID"
+    assert any(entry["event"] == "PAID" for entry in paid["history"])
+
+    def unblocked() -> dict[str, Any] | None:
+        status = _status(system, user_id)
+        return status if status["status"] == "ACTIVE" else None
+
+    status = wait_for(unblocked, timeout=60, what="the block to lift by itself")
+    assert status["block_reasons"] == []
+    barring = _barring(system, line["msisdn"])
+    assert barring == {"outgoing_barred": False, "data": "ALLOWED", "incoming_allowed": True}
+
+
+def test_a_card_number_is_refused_and_stored_or_logged_nowhere(system: LocalSystem) -> None:
+    owner = system.token("demo-prepaid", "subscriber")
+    spaced = " ".join(CARD_NUMBER[i : i + 4] for i in range(0, 16, 4))
+    bodies = [
+        {"user_id": "demo-prepaid", "method": "CARD", "token": spaced, "amount_paise": 10000},
+        {"user_id": "demo-prepaid", "method": "UPI", "vpa": f"{CARD_NUMBER}@okhdfc"},
+        {"user_id": "demo-prepaid", "method": "CARD", "token": "tok_ab12cd34", "pan": "x"},
+        {"user_id": "demo-prepaid", "method": "CARD", "note": int(CARD_NUMBER)},
+    ]
+    for body in bodies:
+        refused = system.post("/payments", body, owner, str(uuid.uuid4()))
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "CARD_DATA_REJECTED"
+        assert CARD_NUMBER not in refused.text.replace(" ", "")
+    autopay = system.post(
+        "/users/demo-postpaid/autopay",
+        {"enabled": True, "mandate_token": f"mandate_{CARD_NUMBER}"},
+        system.token("demo-postpaid", "subscriber"),
+        str(uuid.uuid4()),
+    )
+    assert autopay.status_code == 422, autopay.text
+
+    table = system.info["table"]
+    dynamodb = system.aws("dynamodb")
+    items = [
+        item
+        for page in dynamodb.get_paginator("scan").paginate(TableName=table)
+        for item in page["Items"]
+    ]
+    assert items  # the scan sees the seeded data
+    assert CARD_NUMBER not in json.dumps(items).replace(" ", "")
+    logs = sorted((system.state_dir / "logs").glob("*.log"))
+    assert logs
+    for log in logs:
+        assert CARD_NUMBER not in log.read_text().replace(" ", ""), log.name
+
+
+def test_the_webhook_route_takes_a_signature_not_a_bearer_token(system: LocalSystem) -> None:
+    body = {
+        "event_id": "EVT-1",
+        "txn_id": "TXN-00000000000000000000",
+        "merchant_reference": "PAY-00000000000000000000",
+        "status": "CAPTURED",
+        "amount_paise": 100,
+        "occurred_at": datetime.now().astimezone().isoformat(),
+    }
+    forged = system.post("/payments/webhook", body)  # no token, no signature
+    # The handler answered (the gateway let it through without a token) and refused it.
+    assert forged.status_code == 401, forged.text
+    assert forged.json()["error"]["code"] == "BAD_SIGNATURE"
