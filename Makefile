@@ -44,8 +44,9 @@ test: lint test-unit test-integration test-infra test-local test-e2e
 test-unit: $(STAMP)
 	$(PYTEST) tests/unit
 
+# Two workers (the machine's two cores); a module's fixtures stay on one worker.
 test-integration: $(STAMP)
-	$(PYTEST) tests/integration
+	$(PYTEST) -n 2 --dist loadfile tests/integration
 
 test-infra: $(STAMP)
 	$(PYTEST) tests/infra

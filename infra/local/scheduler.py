@@ -49,11 +49,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("tbcss.local.scheduler")
 
 TICK_SECONDS = 1.0
-# A rate(15 minutes) rule across a month is ~2,900 synchronous invocations (minutes
-# of wall time): one advance fires at most a rule's LATEST occurrences this many
-# (a 15-minute rule's last two days, a daily rule's last 200 days), since what
-# follows a jump sees the state they leave. The earlier ones skipped are logged,
-# never silent.
+# One advance fires at most a rule's LATEST occurrences (what follows a jump sees
+# the state they leave); the earlier ones skipped are logged, never silent. A cron
+# rule names its days (each day's sweep matters). A rate rule polls (a janitor):
+# each run sees everything still open, so the runtime keeps only its last few
+# (a month of rate(15 minutes) is 2,900 synchronous invocations).
 MAX_OCCURRENCES_PER_RULE = 200
 
 
@@ -478,12 +478,14 @@ class Scheduler:
         region: str,
         tick_seconds: float = TICK_SECONDS,
         max_occurrences_per_rule: int = MAX_OCCURRENCES_PER_RULE,
+        max_occurrences_per_rate_rule: int | None = None,
     ) -> None:
         self._clock = clock
         self._region = region
         self._account = deployment.account
         self._tick_seconds = tick_seconds
         self._max_occurrences = max_occurrences_per_rule
+        self._max_rate_occurrences = max_occurrences_per_rate_rule or max_occurrences_per_rule
         # Used only under _fire_lock, so one thread at a time.
         self._delivery = TargetDelivery(
             deployment, invoker, endpoint_url=endpoint_url, region=region
@@ -574,7 +576,9 @@ class Scheduler:
     def _due(self, after: datetime, until: datetime) -> list[_Occurrence]:
         due: list[_Occurrence] = []
         for order, (rule, schedule) in enumerate(self._schedules):
-            latest: deque[datetime] = deque(maxlen=self._max_occurrences)
+            rate = isinstance(schedule, RateSchedule)
+            cap = self._max_rate_occurrences if rate else self._max_occurrences
+            latest: deque[datetime] = deque(maxlen=cap)
             seen = 0
             for moment in schedule.occurrences(after, until):
                 latest.append(moment)
@@ -587,7 +591,7 @@ class Scheduler:
                     rule.name,
                     seen - len(taken),
                     iso_z(taken[0]),
-                    self._max_occurrences,
+                    cap,
                 )
             due.extend(_Occurrence(moment, order, rule) for moment in taken)
         return sorted(due, key=lambda occurrence: (occurrence.moment, occurrence.order))

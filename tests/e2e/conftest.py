@@ -125,6 +125,16 @@ def local_system() -> Iterator[LocalSystem]:
 
 
 @pytest.fixture(scope="session")
+def months_system() -> Iterator[LocalSystem]:
+    """A second real stack for the tests that move its clock by months (service
+    control, payments): the session runtime's tests must not see those jumps.
+    Its tests take times relative to its clock, so their order does not matter."""
+    system = start_local_system(ROOT / ".tbcss" / "e2e-months")
+    yield system
+    assert stop_local_system(system) == 0, "\n".join(system.output[-20:])
+
+
+@pytest.fixture(scope="session")
 def fixture_system() -> Iterator[LocalSystem]:
     """The small fixture stack with a stream, a queue, rules and a state machine,
     standing in for the modules that will own such resources."""

@@ -1,18 +1,13 @@
-"""Payments on the local runtime, as a subscriber, the gateway and the network see
-them: an overdue, blocked postpaid subscriber pays the bill by UPI, the gateway
-simulator's signed webhook completes the payment, the invoice is PAID and the
-line is unblocked without an agent; a card number sent to the API is refused and
-stored nowhere; the webhook route takes a signature, not a bearer token.
-
-The runtime here is its own (own state dir): the first test moves its clock by
-almost two months, which the other e2e tests must not see.
-"""
+"""Payments on the local runtime, as a client and the gateway see them: a card
+number sent to the API is refused and stored or logged nowhere; the webhook route
+takes a signature, not a bearer token. The overdue subscriber who pays by UPI and
+is unblocked without an agent is in test_service_control.py (same runtime: the
+session's ``months_system``)."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,10 +15,7 @@ import pytest
 
 from tests.activation_data import activation_body
 from tests.e2e.conftest import (
-    ROOT,
     LocalSystem,
-    start_local_system,
-    stop_local_system,
     wait_for,
 )
 
@@ -31,11 +23,9 @@ AGENT = ("agent-e2e", "agent")
 CARD_NUMBER = "4111111111111111"  # a test card: passes the Luhn check
 
 
-@pytest.fixture(scope="module")
-def system() -> Iterator[LocalSystem]:
-    running = start_local_system(ROOT / ".tbcss" / "e2e-payments")
-    yield running
-    assert stop_local_system(running) == 0, "\n".join(running.output[-20:])
+@pytest.fixture
+def system(months_system: LocalSystem) -> LocalSystem:
+    return months_system
 
 
 def _activate_postpaid(system: LocalSystem) -> dict[str, Any]:
@@ -66,60 +56,6 @@ def _barring(system: LocalSystem, msisdn: str) -> dict[str, Any]:
 
 def _advance(system: LocalSystem, delta: timedelta) -> None:
     system.cli("local", "clock", "advance", "--days", f"{delta.total_seconds() / 86400:.5f}")
-
-
-def test_an_overdue_blocked_subscriber_pays_by_upi_and_is_unblocked_without_an_agent(
-    system: LocalSystem,
-) -> None:
-    line = _activate_postpaid(system)
-    user_id = line["user_id"]
-    owner = system.token(user_id, "subscriber")
-    # Bill date: the cycle day next month; due 15 days later; blocked 7 days after that.
-    _advance(system, timedelta(days=31 + 15 + 7 + 1))
-
-    def blocked() -> dict[str, Any] | None:
-        status = _status(system, user_id)
-        return status if status["status"] == "TEMP_BLOCKED" else None
-
-    assert wait_for(blocked, timeout=60, what="the OVERDUE block")["block_reasons"] == ["OVERDUE"]
-    assert _barring(system, line["msisdn"])["outgoing_barred"] is True
-    (invoice,) = system.get(f"/users/{user_id}/invoices", owner).json()["invoices"]
-    assert invoice["status"] == "OVERDUE"
-    invoice_id = invoice["invoice_id"]
-
-    key = str(uuid.uuid4())
-    body = {"user_id": user_id, "invoice_id": invoice_id, "method": "UPI", "vpa": "asha@okhdfc"}
-    accepted = system.post("/payments", body, owner, key)
-    assert accepted.status_code == 202, accepted.text
-    payment_id = accepted.json()["payment_id"]
-    assert accepted.json()["status"] == "PENDING"
-    assert accepted.json()["method_display"] == "as***@okhdfc"
-    # The same request again (a client's retry) is the same payment, not a second charge.
-    again = system.post("/payments", body, owner, key)
-    assert again.status_code == 202, again.text
-    assert again.json()["payment_id"] == payment_id
-
-    def succeeded() -> dict[str, Any] | None:
-        payment: dict[str, Any] = system.get(f"/payments/{payment_id}", owner).json()
-        return payment if payment["status"] in ("SUCCEEDED", "FAILED", "REFUNDED") else None
-
-    payment = wait_for(succeeded, timeout=60, what="the gateway's webhook")
-    assert payment["status"] == "SUCCEEDED", payment
-    assert payment["applied_paise"] == payment["amount_paise"] > 0
-    assert payment["transaction_id"]
-    assert payment["payment_date"]
-    paid = system.get(f"/invoices/{invoice_id}", owner).json()
-    assert paid["status"] == "PAID"
-    assert any(entry["event"] == "PAID" for entry in paid["history"])
-
-    def unblocked() -> dict[str, Any] | None:
-        status = _status(system, user_id)
-        return status if status["status"] == "ACTIVE" else None
-
-    status = wait_for(unblocked, timeout=60, what="the block to lift by itself")
-    assert status["block_reasons"] == []
-    barring = _barring(system, line["msisdn"])
-    assert barring == {"outgoing_barred": False, "data": "ALLOWED", "incoming_allowed": True}
 
 
 def test_a_card_number_is_refused_and_stored_or_logged_nowhere(system: LocalSystem) -> None:
