@@ -4,16 +4,16 @@ sweep at 00:00 IST) and the invoice API."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.function import ServiceFunction
+from infra.messaging import work_queue
 from infra.platform import Platform
 
 # 00:00 IST = 18:30 UTC the day before.
@@ -21,7 +21,6 @@ IST_MIDNIGHT = events.Schedule.cron(minute="30", hour="18")
 SWEEPS = ("expiry", "overdue", "bill_run")
 WORKER_TIMEOUT_SECONDS = 60
 WORKER_BATCH_SIZE = 10
-MAX_RECEIVES = 5  # then the message goes to the DLQ
 
 
 class Billing(Construct):
@@ -39,22 +38,8 @@ class Billing(Construct):
             versioned=True,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.dlq = sqs.Queue(
-            self,
-            "TasksDlq",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        self.queue = sqs.Queue(
-            self,
-            "Tasks",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(4),
-            # Six times the worker's timeout, as Lambda recommends for SQS sources.
-            visibility_timeout=Duration.seconds(6 * WORKER_TIMEOUT_SECONDS),
-            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=MAX_RECEIVES, queue=self.dlq),
+        self.dlq, self.queue = work_queue(
+            self, "Tasks", consumer_timeout_seconds=WORKER_TIMEOUT_SECONDS
         )
         environment = {
             **platform.environment,

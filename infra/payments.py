@@ -26,13 +26,13 @@ from constructs import Construct
 
 from infra.activation import Activation
 from infra.function import ServiceFunction
+from infra.messaging import events_to_queue, work_queue
 from infra.platform import Platform
 
 SIMULATOR = "simulator"
 WORKER_TIMEOUT_SECONDS = 60
 WEBHOOKS_TIMEOUT_SECONDS = 60
 BATCH_SIZE = 10
-MAX_RECEIVES = 5  # then the message goes to the DLQ
 SECRET_LENGTH = 64  # characters
 
 # What the worker reacts to (functions/payments/worker.py).
@@ -80,8 +80,12 @@ class Payments(Construct):
             ),
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.dlq, self.queue = self._queue("Queue", WORKER_TIMEOUT_SECONDS)
-        self.outbox_dlq, self.outbox = self._queue("WebhookOutbox", WEBHOOKS_TIMEOUT_SECONDS)
+        self.dlq, self.queue = work_queue(
+            self, "Queue", consumer_timeout_seconds=WORKER_TIMEOUT_SECONDS
+        )
+        self.outbox_dlq, self.outbox = work_queue(
+            self, "WebhookOutbox", consumer_timeout_seconds=WEBHOOKS_TIMEOUT_SECONDS
+        )
         self.ops = sqs.Queue(
             self,
             "OpsQueue",
@@ -137,40 +141,17 @@ class Payments(Construct):
 
     # --- queues and events in ------------------------------------------------------------
 
-    def _queue(self, construct_id: str, consumer_timeout: int) -> tuple[sqs.Queue, sqs.Queue]:
-        dlq = sqs.Queue(
-            self,
-            f"{construct_id}Dlq",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        queue = sqs.Queue(
-            self,
-            construct_id,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(4),
-            # Six times the consumer's timeout, as Lambda recommends for SQS sources.
-            visibility_timeout=Duration.seconds(6 * consumer_timeout),
-            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=MAX_RECEIVES, queue=dlq),
-        )
-        return dlq, queue
-
     def _event_rule(self) -> events.Rule:
-        """By the bus's literal name, not a Ref: moto's CloudFormation cannot deploy a
-        rule whose EventBusName is a Ref to a bus of the same stack (FIELD-NOTES)."""
-        bus_name = self._platform.environment["EVENT_BUS_NAME"]
-        rule = events.Rule(
+        return events_to_queue(
             self,
             "AutoPayInvoices",
+            platform=self._platform,
             description="New invoices, for AutoPay, into the payments queue",
-            event_bus=events.EventBus.from_event_bus_name(self, "Bus", bus_name),
-            event_pattern=events.EventPattern(source=EVENT_SOURCES, detail_type=EVENT_TYPES),
-            targets=[targets.SqsQueue(self.queue, dead_letter_queue=self.dlq, retry_attempts=8)],
+            sources=EVENT_SOURCES,
+            detail_types=EVENT_TYPES,
+            queue=self.queue,
+            dlq=self.dlq,
         )
-        rule.node.add_dependency(self._platform.bus)
-        return rule
 
     # --- functions ---------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -25,6 +24,7 @@ from constructs import Construct
 from infra.activation import Activation, ActivationTimings
 from infra.billing import IST_MIDNIGHT, Billing
 from infra.function import ServiceFunction
+from infra.messaging import events_to_queue, work_queue
 from infra.platform import Platform
 from shared.network import NetworkTransientError
 from shared.services.disconnection import Decision
@@ -33,7 +33,6 @@ from shared.settings import Settings
 ANY_ERROR = sfn.Errors.ALL
 WORKER_TIMEOUT_SECONDS = 60
 WORKER_BATCH_SIZE = 10
-MAX_RECEIVES = 5  # then the message goes to the DLQ
 
 # What service control reacts to (functions/service_control/worker.py REACTIONS).
 EVENT_SOURCES = ["tbcss.billing", "tbcss.usage", "tbcss.plans", "tbcss.payments"]
@@ -77,22 +76,8 @@ class ServiceControl(Construct):
         self._platform = platform
         self._activation = activation
         self.timings = timings or activation.timings
-        self.dlq = sqs.Queue(
-            self,
-            "QueueDlq",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        self.queue = sqs.Queue(
-            self,
-            "Queue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(4),
-            # Six times the worker's timeout, as Lambda recommends for SQS sources.
-            visibility_timeout=Duration.seconds(6 * WORKER_TIMEOUT_SECONDS),
-            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=MAX_RECEIVES, queue=self.dlq),
+        self.dlq, self.queue = work_queue(
+            self, "Queue", consumer_timeout_seconds=WORKER_TIMEOUT_SECONDS
         )
         self.rule = self._event_rule()
         self._common = {
@@ -157,19 +142,16 @@ class ServiceControl(Construct):
     # --- events in -----------------------------------------------------------------
 
     def _event_rule(self) -> events.Rule:
-        """By the bus's literal name, not a Ref: moto's CloudFormation cannot deploy a
-        rule whose EventBusName is a Ref to a bus of the same stack (FIELD-NOTES)."""
-        bus_name = self._platform.environment["EVENT_BUS_NAME"]
-        rule = events.Rule(
+        return events_to_queue(
             self,
             "Reactions",
+            platform=self._platform,
             description="Domain events service control reacts to, into its queue",
-            event_bus=events.EventBus.from_event_bus_name(self, "Bus", bus_name),
-            event_pattern=events.EventPattern(source=EVENT_SOURCES, detail_type=EVENT_TYPES),
-            targets=[targets.SqsQueue(self.queue, dead_letter_queue=self.dlq, retry_attempts=8)],
+            sources=EVENT_SOURCES,
+            detail_types=EVENT_TYPES,
+            queue=self.queue,
+            dlq=self.dlq,
         )
-        rule.node.add_dependency(self._platform.bus)
-        return rule
 
     # --- functions -------------------------------------------------------------------
 
