@@ -24,7 +24,7 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
@@ -116,6 +116,21 @@ def connection() -> Connection:
     """One connection (one botocore client) per process for transactions: creating
     a client costs about 100 ms, too much to pay on every request."""
     return Connection(region=_TableMeta.region)
+
+
+CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+def conditional_update(item: Model, actions: list[Any], condition: Condition) -> bool:
+    """One conditional UpdateItem: True when applied (the item then holds the stored
+    values), False when its condition did not hold; other errors propagate."""
+    try:
+        item.update(actions=actions, condition=condition)
+    except UpdateError as error:
+        if error.cause_response_code == CONDITION_FAILED:
+            return False
+        raise
+    return True
 
 
 class InGsi1(Item):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute
-from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
@@ -48,6 +48,7 @@ from shared.db import (
     Item,
     SubscriberItem,
     SubscriptionPeriodItem,
+    conditional_update,
     connection,
     current_table,
     hash_shard,
@@ -559,13 +560,7 @@ class DynamoBillingStore:
         self, record: InvoiceRecord, actions: list[Any], condition: Any
     ) -> bool:
         pk, sk = _key(record)
-        try:
-            InvoiceItem(pk=pk, sk=sk).update(actions=actions, condition=condition)
-        except UpdateError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return conditional_update(InvoiceItem(pk=pk, sk=sk), actions, condition)
 
     # --- sweep indexes ----------------------------------------------------------
 
@@ -598,20 +593,12 @@ class DynamoBillingStore:
 
     def release_expired(self, user_id: str, subscription_id: str) -> bool:
         item = ActiveSubscriptionItem(pk=user_pk(user_id), sk=ACTIVE_SUBSCRIPTION_SK)
-        try:
-            item.update(
-                actions=[
-                    ActiveSubscriptionItem.gsi1pk.remove(),
-                    ActiveSubscriptionItem.gsi1sk.remove(),
-                ],
-                condition=(ActiveSubscriptionItem.subscription_id == subscription_id)
-                & ActiveSubscriptionItem.gsi1pk.exists(),
-            )
-        except UpdateError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return conditional_update(
+            item,
+            [ActiveSubscriptionItem.gsi1pk.remove(), ActiveSubscriptionItem.gsi1sk.remove()],
+            (ActiveSubscriptionItem.subscription_id == subscription_id)
+            & ActiveSubscriptionItem.gsi1pk.exists(),
+        )
 
 
 # --- usage rating's cycle state -----------------------------------------------------

@@ -15,11 +15,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
-from pynamodb.exceptions import UpdateError
-from pynamodb.expressions.condition import Condition
-from pynamodb.expressions.update import Action
 
-from shared.db import Item, user_pk
+from shared.db import Item, conditional_update, user_pk
 from shared.service_control import BlockReason
 from shared.services.sim_care import Otp, OtpStatus
 
@@ -62,7 +59,7 @@ class DynamoOtpStore:
         self, user_id: str, window_start: datetime, limit: int, expires_at: datetime
     ) -> bool:
         counter = OtpRateItem(user_pk(user_id), rate_sk(window_start))
-        return _updated(
+        return conditional_update(
             counter,
             [
                 OtpRateItem.entity.set("OTP_RATE"),
@@ -103,17 +100,17 @@ class DynamoOtpStore:
         item = OtpItem(user_pk(user_id), otp_sk(otp_id))
         sent = OtpItem.status == OtpStatus.SENT.value
         count = OtpItem.attempts.add(1)
-        if _updated(item, [count], sent & (OtpItem.attempts < max_attempts - 1)):
+        if conditional_update(item, [count], sent & (OtpItem.attempts < max_attempts - 1)):
             return _otp(item)
         lock = OtpItem.status.set(OtpStatus.LOCKED.value)
-        if _updated(item, [count, lock], sent & (OtpItem.attempts == max_attempts - 1)):
+        if conditional_update(item, [count, lock], sent & (OtpItem.attempts == max_attempts - 1)):
             return _otp(item)
         return None
 
     def mark_verified(
         self, user_id: str, otp_id: str, verified_until: datetime, now: datetime
     ) -> bool:
-        return _updated(
+        return conditional_update(
             OtpItem(user_pk(user_id), otp_sk(otp_id)),
             [
                 OtpItem.status.set(OtpStatus.VERIFIED.value),
@@ -121,18 +118,6 @@ class DynamoOtpStore:
             ],
             (OtpItem.status == OtpStatus.SENT.value) & (OtpItem.code_expires_at > now),
         )
-
-
-def _updated(item: Item, actions: list[Action], condition: Condition) -> bool:
-    """Apply the update (the item then holds the stored values); False when the
-    condition failed."""
-    try:
-        item.update(actions=actions, condition=condition)
-    except UpdateError as error:
-        if error.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
 
 
 def _otp(item: OtpItem) -> Otp:

@@ -38,6 +38,7 @@ from pynamodb.expressions.condition import Condition
 
 from shared.clock import isoformat, to_ist
 from shared.db import (
+    CONDITION_FAILED,
     GSI2PK,
     GSI2SK,
     Gsi2,
@@ -181,7 +182,7 @@ def _unchanged(before: Payment) -> Condition:
 
 
 def _conditional_failed(error: PutError) -> bool:
-    return error.cause_response_code == "ConditionalCheckFailedException"
+    return error.cause_response_code == CONDITION_FAILED
 
 
 # --- the store ------------------------------------------------------------------------

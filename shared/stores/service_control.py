@@ -29,7 +29,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
-from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
@@ -44,6 +44,7 @@ from shared.db import (
     MsisdnItem,
     SubscriberItem,
     SubscriptionPeriodItem,
+    conditional_update,
     connection,
     dormant_index_pk,
     user_pk,
@@ -414,16 +415,11 @@ class DynamoServiceStore:
             assert_never(guard)
 
     def mark_synced(self, user_id: str, version: int) -> bool:
-        try:
-            _profile(user_id).update(
-                actions=[SubscriberItem.barring_version.set(version)],
-                condition=SubscriberItem.version == version,
-            )
-        except UpdateError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return conditional_update(
+            _profile(user_id),
+            [SubscriberItem.barring_version.set(version)],
+            SubscriberItem.version == version,
+        )
 
     def history(self, user_id: str, limit: int) -> list[StatusChange]:
         query = StatusChangeItem.query(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pynamodb.exceptions import DeleteError, PutError
 
+from shared.db import CONDITION_FAILED
 from shared.errors import DuplicateIccid
 from shared.stores.activation import ICCID_SK, IccidClaimItem, iccid_pk
 from shared.stores.service_control import PENDING_REPLACEMENT
@@ -18,7 +19,6 @@ from shared.validation import mask
 
 # What the claim's activation_id says when no activation made it.
 REPLACEMENT_ACTIVATION = "SIM-REPLACEMENT"
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 class DynamoSimClaims:
@@ -37,7 +37,7 @@ class DynamoSimClaims:
         try:
             item.save(condition=IccidClaimItem.pk.does_not_exist() | ours)
         except PutError as error:
-            if error.cause_response_code == _CONDITION_FAILED:
+            if error.cause_response_code == CONDITION_FAILED:
                 raise DuplicateIccid(f"ICCID {mask(iccid)} is already in use") from None
             raise
 
@@ -49,5 +49,5 @@ class DynamoSimClaims:
                 & (IccidClaimItem.claim_status == PENDING_REPLACEMENT)
             )
         except DeleteError as error:
-            if error.cause_response_code != _CONDITION_FAILED:
+            if error.cause_response_code != CONDITION_FAILED:
                 raise
