@@ -14,22 +14,15 @@ visibility timeout and lands in the DLQ after the queue's maxReceiveCount.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.payments.wiring import payments
+from shared.sqs_worker import QueueWorker
 
 logger = Logger()
-processor = BatchProcessor(event_type=EventType.SQS)
 
 INVOICE_ISSUED = "InvoiceIssued"
 AUTOPAY_RETRY = "autopay_retry"
@@ -57,28 +50,10 @@ def run_task(message: dict[str, Any]) -> str:
     raise ValueError(f"unknown task {task!r}")
 
 
-def record_handler(record: SQSRecord) -> str:
-    message = json.loads(record.body)
-    user_id = message.get("user_id") or (message.get("detail") or {}).get("user_id")
-    try:
-        outcome = run_task(message) if "task" in message else react(message)
-    except Exception:
-        # The batch processor only reports the id; the cause belongs in the log.
-        logger.exception(
-            "message failed; SQS retries it",
-            extra={"user_id": user_id, "message_id": record.message_id},
-        )
-        raise
-    logger.info(
-        "message done",
-        extra={"outcome": outcome, "user_id": user_id, "message_id": record.message_id},
-    )
-    return outcome
+worker = QueueWorker(run_task=run_task, react=react)
+record_handler = worker.record_handler
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    response = process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
-    return dict(response)
+    return worker.handle(event, context)
