@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 
 from shared.clock import Clock, isoformat, system_clock
 from shared.simulation import KnobSource, Outcome, script_for
+from shared.validation import mask
 
 
 class NetworkTransientError(Exception):
@@ -187,7 +188,9 @@ class SimulatedNetwork:
         script = script_for(iccid[:-1])
         if script.permanent:
             self._call()
-            raise NetworkPermanentError(f"HLR: SIM {iccid} is not in the inventory (simulated)")
+            raise NetworkPermanentError(
+                f"HLR: SIM {mask(iccid)} is not in the inventory (simulated)"
+            )
         if attempt <= script.transient_attempts:
             self._call()
             raise NetworkTransientError("HLR busy, try again (simulated)")
@@ -210,7 +213,7 @@ class SimulatedNetwork:
         if self._lines is not None:
             line = self._lines.get(msisdn)
             if line is None or not line.provisioned:
-                raise LineNotProvisioned(f"line {msisdn} is not provisioned")
+                raise LineNotProvisioned(f"line {mask(msisdn)} is not provisioned")
             operation = f"BARRING {describe_barring(profile)}"
             self._lines.put(line.after(self._clock.now(), operation, barring=profile))
         return result

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.utilities.idempotency import (
@@ -30,13 +29,14 @@ from shared.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
 )
+from shared.logs import service_logger
 from shared.settings import get_settings
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 JSON = "application/json"
 
-logger = Logger()
+logger = service_logger()
 
 
 def json_response(status: int, payload: BaseModel | dict[str, Any]) -> Response[dict[str, Any]]:

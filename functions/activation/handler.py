@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
@@ -16,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.activation.wiring import activation_service, vault
 from shared.auth import STAFF, require_owner_or, require_role
+from shared.logs import service_logger
 from shared.services.activation import (
     Activation,
     ActivationAccepted,
@@ -24,7 +24,7 @@ from shared.services.activation import (
 )
 from shared.web import Idempotency, caller, create_resolver, documented
 
-logger = Logger()
+logger = service_logger()
 app = create_resolver()
 idempotency = Idempotency("activation")
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.activation.wiring import activation_workflow
+from shared.logs import service_logger
 from shared.services.activation import ActivationWorkflow
 
-logger = Logger()
+logger = service_logger()
 
 Task = Callable[[ActivationWorkflow, dict[str, Any]], dict[str, str]]
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.auth import JwtVerifier, bearer_token
 from shared.errors import Unauthorized
+from shared.logs import service_logger
 from shared.settings import get_settings
 
-logger = Logger()
+logger = service_logger()
 
 
 @lru_cache(maxsize=1)

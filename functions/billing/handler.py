@@ -15,7 +15,6 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from functions.billing.wiring import billing
 from shared.auth import Role, require_owner_or, require_role
 from shared.billing import Invoice
+from shared.logs import service_logger
 from shared.services.billing import (
     HistoryEntry,
     InvoiceRecord,
@@ -35,7 +35,7 @@ from shared.services.billing import (
 )
 from shared.web import Idempotency, caller, create_resolver, documented
 
-logger = Logger()
+logger = service_logger()
 app = create_resolver()
 idempotency = Idempotency("billing")
 

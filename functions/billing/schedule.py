@@ -14,13 +14,13 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.billing.wiring import sweeps
 from shared.clock import system_clock, to_ist
+from shared.logs import service_logger
 
-logger = Logger()
+logger = service_logger()
 _EARLY_TOLERANCE = timedelta(minutes=5)
 
 

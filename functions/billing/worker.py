@@ -15,7 +15,6 @@ import json
 from datetime import date
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -25,8 +24,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.billing.wiring import billing, plan_expiry
+from shared.logs import service_logger
 
-logger = Logger()
+logger = service_logger()
 processor = BatchProcessor(event_type=EventType.SQS)
 
 

@@ -23,7 +23,6 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
@@ -33,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from functions.payments.wiring import payments, webhook_secret
 from shared.clock import system_clock
 from shared.errors import DomainError, InvalidRequest
+from shared.logs import service_logger
 from shared.payments import (
     PAYMENT_ID,
     SIGNATURE_HEADER,
@@ -51,7 +51,7 @@ from shared.web import (
     header,
 )
 
-logger = Logger()
+logger = service_logger()
 app = create_resolver()
 idempotency = Idempotency("payments")
 

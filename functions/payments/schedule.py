@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.billing.schedule import run_day
 from functions.payments.wiring import payments, task_queue
 from shared.clock import system_clock
+from shared.logs import service_logger
 
-logger = Logger()
+logger = service_logger()
 RECONCILE = "reconcile"
 AUTOPAY_RETRIES = "autopay_retries"
 

@@ -23,7 +23,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -34,13 +33,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.payments.wiring import webhook_secret
 from shared.clock import system_clock
+from shared.logs import service_logger
 from shared.payment_gateway import deliver_webhook
 from shared.settings import get_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda import LambdaClient
 
-logger = Logger()
+logger = service_logger()
 processor = BatchProcessor(event_type=EventType.SQS)
 
 WEBHOOK_PATH = "/payments/webhook"

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.payments.wiring import payments
+from shared.logs import service_logger
 from shared.sqs_worker import QueueWorker
 
-logger = Logger()
+logger = service_logger()
 
 INVOICE_ISSUED = "InvoiceIssued"
 AUTOPAY_RETRY = "autopay_retry"

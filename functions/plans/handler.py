@@ -11,7 +11,6 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 import boto3
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
@@ -22,12 +21,13 @@ from shared.auth import Role, require_owner_or
 from shared.clock import isoformat, system_clock
 from shared.db import DynamoPlanCatalog, DynamoSubscriptionStore
 from shared.events import EventBridgePublisher
+from shared.logs import service_logger
 from shared.models import Plan, SubscriberType
 from shared.services.subscriptions import PlanChangeResult, SubscriptionService
 from shared.settings import get_settings
 from shared.web import Idempotency, caller, create_resolver, documented
 
-logger = Logger()
+logger = service_logger()
 app = create_resolver()
 idempotency = Idempotency("plans")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
@@ -25,6 +24,7 @@ from functions.service_control.wiring import (
     sim_replacement,
 )
 from shared.auth import STAFF, require_owner_or, require_role
+from shared.logs import service_logger
 from shared.service_control import BlockReason, DisconnectReason
 from shared.services.disconnection import Disconnection, DisconnectionStatus
 from shared.services.service_control import ServiceView
@@ -38,7 +38,7 @@ from shared.services.sim_care import (
 )
 from shared.web import Idempotency, caller, create_resolver, documented
 
-logger = Logger()
+logger = service_logger()
 app = create_resolver()
 idempotency = Idempotency("service_control")
 

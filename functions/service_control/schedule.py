@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.billing.schedule import run_day
 from functions.service_control.wiring import disconnections, task_queue
+from shared.logs import service_logger
 
-logger = Logger()
+logger = service_logger()
 SWEEP = "inactivity"
 
 

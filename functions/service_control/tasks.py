@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.service_control.wiring import disconnections
+from shared.logs import service_logger
 from shared.services.disconnection import Disconnections
 
-logger = Logger()
+logger = service_logger()
 
 Task = Callable[[Disconnections, dict[str, Any]], dict[str, Any]]
 

@@ -22,13 +22,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.service_control.wiring import disconnections, service_control
+from shared.logs import service_logger
 from shared.sqs_worker import QueueWorker
 
-logger = Logger()
+logger = service_logger()
 
 TOP_UP = "TOPUP"
 EXTENDED = "EXTENDED"  # a repeat purchase queued after the current period (payments)

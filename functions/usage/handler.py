@@ -9,18 +9,18 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.auth import require_owner_or
 from shared.clock import system_clock
+from shared.logs import service_logger
 from shared.services.usage_report import UsageReport, UsageReports
 from shared.stores.usage import DynamoRatingStore
 from shared.web import caller, create_resolver, documented
 
-logger = Logger()
+logger = service_logger()
 app = create_resolver()
 
 USER_ID = r"^[A-Za-z0-9_-]{1,64}$"

@@ -15,7 +15,6 @@ from functools import lru_cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -28,12 +27,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.clock import system_clock
 from shared.events import EventBridgePublisher
+from shared.logs import service_logger
 from shared.queues import SqsAnomalySink
 from shared.services.usage import InboundRecord, RatingService
 from shared.settings import get_settings
 from shared.stores.usage import DynamoRatingStore
 
-logger = Logger()
+logger = service_logger()
 processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
 
 

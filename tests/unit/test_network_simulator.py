@@ -21,6 +21,7 @@ from shared.network import (
     SimulatedNetwork,
 )
 from shared.simulation import FailureKnobs, SimulatorKnobs, StaticKnobs
+from shared.validation import mask
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 MSISDN = "9876500001"
@@ -114,7 +115,7 @@ def test_barring_is_a_desired_state_that_can_be_lifted(
 def test_barring_a_line_that_was_never_provisioned_is_refused(
     network: SimulatedNetwork, lines: InMemoryLineRegistry
 ) -> None:
-    with pytest.raises(NetworkPermanentError, match=f"line {MSISDN} is not provisioned"):
+    with pytest.raises(NetworkPermanentError, match=f"line {mask(MSISDN)} is not provisioned"):
         network.apply_barring(MSISDN, BLOCKED)
 
     assert lines.get(MSISDN) is None
