@@ -12,14 +12,14 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ses as ses
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from infra.function import ServiceFunction
-from infra.platform import Platform
+from infra.messaging import encrypted_queue
+from infra.platform import Platform, workflow_logs
 from shared.kyc_provider import KycProviderUnavailable, KycRejected
 from shared.network import NetworkTransientError
 from shared.services.activation import NotificationFailed, Step
@@ -91,14 +91,11 @@ class Activation(Construct):
         )
         # The network simulator's lines: one SSM parameter per MSISDN, written at run time.
         self.lines_prefix = f"/tbcss/{stage}/simulator/lines"
-        self.escalations = sqs.Queue(
-            self,
-            "EscalationQueue",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=platform.key,
-            retention_period=Duration.days(14),
-            enforce_ssl=True,
-        )
+        self.lines_arn = self._arn("ssm", f"parameter{self.lines_prefix}/*")
+        # Who got grant_lines / grant_notifications (infra/nag.py explains their wildcards).
+        self.line_writers: list[Any] = []
+        self.notification_senders: list[Any] = []
+        self.escalations = encrypted_queue(self, "EscalationQueue", key=platform.key)
         self.sender_identity = ses.EmailIdentity(
             self, "SenderIdentity", identity=ses.Identity.email(sender)
         )
@@ -159,10 +156,11 @@ class Activation(Construct):
     def grant_lines(self, fn: Any) -> None:
         """Read and write the network simulator's lines (any function that provisions,
         de-provisions or bars through the simulator needs this and the env variable)."""
+        self.line_writers.append(fn)
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["ssm:GetParameter", "ssm:PutParameter"],
-                resources=[self._arn("ssm", f"parameter{self.lines_prefix}/*")],
+                resources=[self.lines_arn],
             )
         )
 
@@ -170,6 +168,7 @@ class Activation(Construct):
         """SMS (a publish to a phone number has no resource to scope it to; topics
         are denied, so the grant cannot fan out to subscribers) and email from the
         sender identity."""
+        self.notification_senders.append(fn)
         fn.add_to_role_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=["*"]))
         fn.add_to_role_policy(
             iam.PolicyStatement(
@@ -268,6 +267,8 @@ class Activation(Construct):
             query_language=sfn.QueryLanguage.JSON_PATH,
             timeout=Duration.days(1),
             comment="SIM activation: KYC, network provisioning, completion, notification",
+            logs=workflow_logs(self, "WorkflowLogs"),
+            tracing_enabled=True,
         )
 
     def _task(self, step: Step, task: str, *, with_error: bool = False) -> tasks.LambdaInvoke:

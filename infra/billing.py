@@ -4,42 +4,35 @@ sweep at 00:00 IST) and the invoice API."""
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_event_sources as sources
-from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.function import ServiceFunction
 from infra.messaging import work_queue
-from infra.platform import Platform
+from infra.platform import Platform, private_bucket
 
 # 00:00 IST = 18:30 UTC the day before.
 IST_MIDNIGHT = events.Schedule.cron(minute="30", hour="18")
 SWEEPS = ("expiry", "overdue", "bill_run")
 WORKER_TIMEOUT_SECONDS = 60
 WORKER_BATCH_SIZE = 10
+# Where shared.stores.billing.S3InvoiceDocuments keeps the PDFs.
+INVOICE_KEYS = "invoices/*"
 
 
 class Billing(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, platform: Platform) -> None:
         super().__init__(scope, construct_id)
         key = platform.key
-        self.bucket = s3.Bucket(
-            self,
-            "Invoices",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        self._key = key
+        self.document_users: list[iam.IGrantable] = []  # see grant_documents
+        self.bucket = private_bucket(self, "Invoices", platform=platform)
         self.dlq, self.queue = work_queue(
-            self, "Tasks", consumer_timeout_seconds=WORKER_TIMEOUT_SECONDS
+            self, "Tasks", key=key, consumer_timeout_seconds=WORKER_TIMEOUT_SECONDS
         )
         environment = {
             **platform.environment,
@@ -58,7 +51,7 @@ class Billing(Construct):
             timeout_seconds=WORKER_TIMEOUT_SECONDS,
         ).function
         platform.table.grant_read_write_data(self.worker)
-        self.bucket.grant_read_write(self.worker)
+        self.grant_documents(self.worker)
         key.grant_encrypt_decrypt(self.worker)
         platform.bus.grant_put_events_to(self.worker)
         self.worker.add_event_source(
@@ -104,7 +97,7 @@ class Billing(Construct):
             environment=environment,
         ).function
         platform.table.grant_read_write_data(self.api)
-        self.bucket.grant_read_write(self.api)
+        self.grant_documents(self.api)
         key.grant_encrypt_decrypt(self.api)
         platform.bus.grant_put_events_to(self.api)
         integration = apigw.LambdaIntegration(self.api)
@@ -117,3 +110,15 @@ class Billing(Construct):
             ("POST", invoice.add_resource("credit-notes")),
         ):
             resource.add_method(method, integration, authorizer=platform.authorizer)
+
+    def grant_documents(self, fn: iam.IGrantable) -> None:
+        """Write and read the invoice PDFs: no listing, no deletes, no other keys."""
+        self.document_users.append(fn)
+        fn.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject", "s3:GetObject"],
+                resources=[self.bucket.arn_for_objects(INVOICE_KEYS)],
+            )
+        )
+        # S3 asks KMS on the caller's behalf: a data key to put, a decrypt to get.
+        self._key.grant(fn, "kms:GenerateDataKey", "kms:Decrypt")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -93,6 +94,15 @@ class ServiceFunction(Construct):
             retention=logs.RetentionDays.ONE_MONTH,
             removal_policy=RemovalPolicy.DESTROY,
         )
+        # Its own role instead of AWSLambdaBasicExecutionRole (logs on every log
+        # group): this function writes to its log group only.
+        role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"TB-CSS {module} {entry}",
+        )
+        log_group.grant_write(role)
         self.function = lambda_.Function(
             self,
             "Function",
@@ -104,6 +114,7 @@ class ServiceFunction(Construct):
             memory_size=memory_mb,
             timeout=Duration.seconds(timeout_seconds),
             log_group=log_group,
+            role=role,
             environment={
                 "POWERTOOLS_SERVICE_NAME": module,
                 "POWERTOOLS_METRICS_NAMESPACE": "TBCSS",

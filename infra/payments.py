@@ -21,12 +21,11 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.activation import Activation
 from infra.function import ServiceFunction
-from infra.messaging import events_to_queue, work_queue
+from infra.messaging import encrypted_queue, events_to_queue, work_queue
 from infra.platform import Platform
 
 SIMULATOR = "simulator"
@@ -80,20 +79,14 @@ class Payments(Construct):
             ),
             removal_policy=RemovalPolicy.RETAIN,
         )
+        key = platform.key
         self.dlq, self.queue = work_queue(
-            self, "Queue", consumer_timeout_seconds=WORKER_TIMEOUT_SECONDS
+            self, "Queue", key=key, consumer_timeout_seconds=WORKER_TIMEOUT_SECONDS
         )
         self.outbox_dlq, self.outbox = work_queue(
-            self, "WebhookOutbox", consumer_timeout_seconds=WEBHOOKS_TIMEOUT_SECONDS
+            self, "WebhookOutbox", key=key, consumer_timeout_seconds=WEBHOOKS_TIMEOUT_SECONDS
         )
-        self.ops = sqs.Queue(
-            self,
-            "OpsQueue",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=platform.key,
-            retention_period=Duration.days(14),
-            enforce_ssl=True,
-        )
+        self.ops = encrypted_queue(self, "OpsQueue", key=key)
         self.rule = self._event_rule()
         common = {
             "PAYMENT_GATEWAY": gateway,

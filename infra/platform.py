@@ -1,9 +1,11 @@
-"""The resources every module stands on: key, table, bus, identity, REST API."""
+"""The resources every module stands on: key, table, bus, identity, REST API,
+the access-log bucket; and the one way to make a private bucket and a workflow's logs."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
@@ -11,6 +13,9 @@ from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.function import Packaging, ServiceFunction
@@ -36,6 +41,7 @@ class Platform:
     authorizer: apigw.TokenAuthorizer
     packaging: Packaging
     environment: dict[str, str]
+    access_logs: s3.Bucket  # every bucket's server access logs
 
 
 def build_platform(scope: Construct, *, stage: str, packaging: Packaging) -> Platform:
@@ -85,12 +91,11 @@ def build_platform(scope: Construct, *, stage: str, packaging: Packaging) -> Pla
         "Api",
         rest_api_name=f"tbcss-{stage}",
         description="TB-CSS public REST API",
-        deploy_options=apigw.StageOptions(
-            stage_name="v1",
-            throttling_rate_limit=200,
-            throttling_burst_limit=400,
-        ),
-        cloud_watch_role=False,
+        deploy_options=_stage_options(scope),
+        # API Gateway writes access and execution logs with the account's CloudWatch
+        # role (one per account and region; kept when the stack goes).
+        cloud_watch_role=True,
+        cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
         # Billing returns invoice PDFs as base64 bodies: API Gateway sends them as bytes.
         binary_media_types=["application/pdf"],
     )
@@ -102,7 +107,95 @@ def build_platform(scope: Construct, *, stage: str, packaging: Packaging) -> Pla
                 "application/json": json.dumps({"error": {"code": code, "message": message}})
             },
         )
-    return Platform(key, table, bus, api, authorizer, packaging, environment)
+    access_logs = _access_log_bucket(scope)
+    return Platform(key, table, bus, api, authorizer, packaging, environment, access_logs)
+
+
+def private_bucket(
+    scope: Construct, construct_id: str, *, platform: Platform, **props: Any
+) -> s3.Bucket:
+    """Encrypted under the stack's key, no public access, TLS only, versioned,
+    retained, its server access logs in the platform's log bucket."""
+    return s3.Bucket(
+        scope,
+        construct_id,
+        encryption=s3.BucketEncryption.KMS,
+        encryption_key=platform.key,
+        bucket_key_enabled=True,  # one KMS request per bucket key, not per object
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        enforce_ssl=True,
+        versioned=True,
+        removal_policy=RemovalPolicy.RETAIN,
+        server_access_logs_bucket=platform.access_logs,
+        server_access_logs_prefix=f"{_path_in_stack(scope)}{construct_id}/",
+        **props,
+    )
+
+
+def _path_in_stack(scope: Construct) -> str:
+    """``Billing/`` for the billing construct: one log prefix per bucket."""
+    relative = scope.node.path.removeprefix(Stack.of(scope).node.path).strip("/")
+    return f"{relative}/" if relative else ""
+
+
+def _access_log_bucket(scope: Construct) -> s3.Bucket:
+    # SSE-S3, not the stack's key: S3 log delivery documents SSE-S3 as the only
+    # default encryption it writes under. Access logs hold requests, not documents.
+    return s3.Bucket(
+        scope,
+        "AccessLogs",
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        enforce_ssl=True,
+        # A year, as the API's access logs.
+        lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+
+
+def workflow_logs(scope: Construct, construct_id: str) -> sfn.LogOptions:
+    """Every event of every execution, without inputs and outputs (they carry ids
+    and error messages, which may name a subscriber)."""
+    log_group = logs.LogGroup(
+        scope,
+        construct_id,
+        retention=logs.RetentionDays.THREE_MONTHS,
+        removal_policy=RemovalPolicy.DESTROY,
+    )
+    return sfn.LogOptions(
+        destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False
+    )
+
+
+def _stage_options(scope: Construct) -> apigw.StageOptions:
+    access_logs = logs.LogGroup(
+        scope,
+        "ApiAccessLogs",
+        # A year, as PCI DSS asks of audit trails (the API takes payments).
+        retention=logs.RetentionDays.ONE_YEAR,
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+    return apigw.StageOptions(
+        stage_name="v1",
+        throttling_rate_limit=200,
+        throttling_burst_limit=400,
+        access_log_destination=apigw.LogGroupLogDestination(access_logs),
+        access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+            caller=True,
+            http_method=True,
+            ip=True,
+            protocol=True,
+            request_time=True,
+            resource_path=True,
+            response_length=True,
+            status=True,
+            user=True,
+        ),
+        # Errors only, and never bodies: requests carry KYC numbers and card tokens.
+        logging_level=apigw.MethodLoggingLevel.ERROR,
+        data_trace_enabled=False,
+    )
 
 
 def _table(scope: Construct, key: kms.IKey) -> dynamodb.Table:
@@ -137,7 +230,13 @@ def _user_pool(scope: Construct) -> cognito.UserPool:
         self_sign_up_enabled=False,
         sign_in_aliases=cognito.SignInAliases(email=True, phone=True),
         mfa=cognito.Mfa.OPTIONAL,
-        password_policy=cognito.PasswordPolicy(min_length=12),
+        password_policy=cognito.PasswordPolicy(
+            min_length=12,
+            require_lowercase=True,
+            require_uppercase=True,
+            require_digits=True,
+            require_symbols=True,
+        ),
         removal_policy=RemovalPolicy.RETAIN,
     )
     for role in (Role.SUBSCRIBER, Role.AGENT, Role.ADMIN):

@@ -25,7 +25,7 @@ from infra.activation import Activation, ActivationTimings
 from infra.billing import IST_MIDNIGHT, Billing
 from infra.function import ServiceFunction
 from infra.messaging import events_to_queue, work_queue
-from infra.platform import Platform
+from infra.platform import Platform, workflow_logs
 from shared.network import NetworkTransientError
 from shared.services.disconnection import Decision
 from shared.settings import Settings
@@ -77,7 +77,7 @@ class ServiceControl(Construct):
         self._activation = activation
         self.timings = timings or activation.timings
         self.dlq, self.queue = work_queue(
-            self, "Queue", consumer_timeout_seconds=WORKER_TIMEOUT_SECONDS
+            self, "Queue", key=platform.key, consumer_timeout_seconds=WORKER_TIMEOUT_SECONDS
         )
         self.rule = self._event_rule()
         self._common = {
@@ -102,7 +102,7 @@ class ServiceControl(Construct):
         )
         self._grant_network(self.tasks)
         self._activation.grant_notifications(self.tasks)
-        billing.bucket.grant_read_write(self.tasks)
+        billing.grant_documents(self.tasks)
         self.state_machine = self._state_machine()
 
         self.worker = self._function(
@@ -286,6 +286,8 @@ class ServiceControl(Construct):
             timeout=Duration.days(1),
             comment="Permanent disconnection: final bill, dues check, de-provisioning, "
             "completion, notification",
+            logs=workflow_logs(self, "DisconnectionLogs"),
+            tracing_enabled=True,
         )
 
     def _task(

@@ -12,6 +12,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.function import ServiceFunction
+from infra.messaging import encrypted_queue
 from infra.platform import Platform
 
 # One invoke rates up to this many CDRs: the bigger the batch, the fewer DynamoDB
@@ -43,12 +44,15 @@ class Usage(Construct):
             encryption_key=key,
             retention_period=Duration.days(7),
         )
-        self.anomaly_dlq = self._queue("AnomalyDlq")
-        self.anomaly_queue = self._queue(
+        self.anomaly_dlq = encrypted_queue(self, "AnomalyDlq", key=key)
+        self.anomaly_queue = encrypted_queue(
+            self,
             "AnomalyQueue",
+            key=key,
             dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=5, queue=self.anomaly_dlq),
         )
-        self.rating_dlq = self._queue("RatingDlq")  # batches given up after the retries
+        # Batches given up after the retries.
+        self.rating_dlq = encrypted_queue(self, "RatingDlq", key=key)
 
         self.rating_function = ServiceFunction(
             self,
@@ -93,14 +97,4 @@ class Usage(Construct):
         # resource_for_path: /users/{user_id} may belong to another module too.
         platform.api.root.resource_for_path("users/{user_id}/usage").add_method(
             "GET", apigw.LambdaIntegration(self.api_function), authorizer=platform.authorizer
-        )
-
-    def _queue(self, construct_id: str, **kwargs: object) -> sqs.Queue:
-        return sqs.Queue(
-            self,
-            construct_id,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-            **kwargs,  # type: ignore[arg-type]
         )

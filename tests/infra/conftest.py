@@ -14,10 +14,17 @@ STAGE = "dev"
 REGION = "ap-south-1"
 
 
+def build_stack() -> TbCssStack:
+    return TbCssStack(cdk.App(), "T", stage=STAGE, env=cdk.Environment(region=REGION))
+
+
 @pytest.fixture(scope="session")
-def template() -> Template:
-    app = cdk.App()
-    stack = TbCssStack(app, "T", stage=STAGE, env=cdk.Environment(region=REGION))
+def stack() -> TbCssStack:
+    return build_stack()
+
+
+@pytest.fixture(scope="session")
+def template(stack: TbCssStack) -> Template:
     return Template.from_stack(stack)
 
 

@@ -1,4 +1,5 @@
-"""`python app.py` synthesizes the stack offline, as the CDK CLI would run it."""
+"""`python app.py` synthesizes the stack offline, as the CDK CLI would run it,
+here with `-c nag=true`: cdk-nag's AwsSolutions checks pass, or the synth fails."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_app_py_writes_the_cloudformation_template(tmp_path: Path) -> None:
+def test_app_py_passes_cdk_nag_and_writes_the_cloudformation_template(tmp_path: Path) -> None:
     venv_bin = str(Path(sys.executable).parent)
     env = {
         **os.environ,
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",  # the venv's Node
         "CDK_OUTDIR": str(tmp_path),  # what `cdk synth --output` hands the app
+        "CDK_CONTEXT_JSON": json.dumps({"nag": "true"}),  # what `-c nag=true` hands it
     }
     result = subprocess.run(
         [sys.executable, "app.py"],

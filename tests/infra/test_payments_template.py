@@ -132,8 +132,9 @@ def test_each_queue_redrives_to_a_dlq_and_its_consumer_reports_partial_failures(
         "deadLetterTargetArn": {"Fn::GetAtt": [dlq_name, "Arn"]},
         "maxReceiveCount": 5,
     }
-    assert queue["SqsManagedSseEnabled"] is True
-    assert queues[dlq_name]["SqsManagedSseEnabled"] is True
+    (key,) = of_type(resources, "AWS::KMS::Key")
+    assert queue["KmsMasterKeyId"] == {"Fn::GetAtt": [key, "Arn"]}
+    assert queues[dlq_name]["KmsMasterKeyId"] == {"Fn::GetAtt": [key, "Arn"]}
     consumer_name, function = function_named(resources, consumer)
     assert queue["VisibilityTimeout"] == 6 * function["Timeout"]
     (mapping,) = [

@@ -72,8 +72,9 @@ def test_the_queue_redrives_to_a_dlq_and_the_worker_reports_partial_failures(
         "deadLetterTargetArn": {"Fn::GetAtt": [dlq_name, "Arn"]},
         "maxReceiveCount": 5,
     }
-    assert queue["SqsManagedSseEnabled"] is True
-    assert queues[dlq_name]["SqsManagedSseEnabled"] is True
+    (key,) = of_type(resources, "AWS::KMS::Key")
+    assert queue["KmsMasterKeyId"] == {"Fn::GetAtt": [key, "Arn"]}
+    assert queues[dlq_name]["KmsMasterKeyId"] == {"Fn::GetAtt": [key, "Arn"]}
     worker_name, worker = function_named(resources, WORKER)
     assert queue["VisibilityTimeout"] == 6 * worker["Timeout"]
     (mapping,) = [
