@@ -10,6 +10,7 @@
     tbcss cdr send FILE
     tbcss bill run --date YYYY-MM-DD
     tbcss network show MSISDN
+    tbcss report monthly [--month YYYY-MM] [--json]
 
 Failures print one line on stderr and exit with a non-zero code.
 """
@@ -27,7 +28,10 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.services.compliance_report import WrittenReport
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -117,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     _cdr_commands(commands)
     _bill_commands(commands)
     _network_commands(commands)
+    _report_commands(commands)
     return parser
 
 
@@ -293,6 +298,77 @@ def _network_show(args: argparse.Namespace) -> None:
             f"(no parameter {registry.parameter_name(args.msisdn)}): it was never provisioned"
         )
     print(record.model_dump_json(indent=2))
+
+
+def _report_commands(commands: Any) -> None:
+    report = commands.add_parser("report", help="compliance reports")
+    monthly = report.add_subparsers(title="report").add_parser(
+        "monthly", help="write an IST month's compliance report (CSV + PDF) to S3"
+    )
+    monthly.add_argument(
+        "--month", help="YYYY-MM (default: the month before the runtime's current time)"
+    )
+    monthly.add_argument("--json", action="store_true", help="print the result as JSON")
+    _state_dir_option(monthly)
+    monthly.set_defaults(run=_report_monthly)
+
+
+REPORT_FUNCTION = "AuditReportFunction"  # logical id prefix (infra/audit.py's "Report")
+REPORT_TIMEOUT_SECONDS = 900  # the function's own timeout
+
+
+def _report_monthly(args: argparse.Namespace) -> None:
+    """Invokes the report function as its monthly rule would, for the month asked."""
+    from botocore.config import Config  # noqa: PLC0415 - fast start
+
+    from shared.errors import InvalidRequest  # noqa: PLC0415
+    from shared.services.compliance_report import ReportMonth, WrittenReport  # noqa: PLC0415
+
+    try:
+        payload = {"month": ReportMonth.parse(args.month).label} if args.month else {}
+    except InvalidRequest as error:
+        raise CliError(error.message) from None
+    info = _running(args.state_dir)
+    function = next(
+        (n for i, n in info["functions"].items() if i.startswith(REPORT_FUNCTION)), None
+    )
+    if function is None:
+        raise CliError("the running system has no compliance report function")
+    config = Config(read_timeout=REPORT_TIMEOUT_SECONDS, retries={"total_max_attempts": 1})
+    client = _session(info).client("lambda", endpoint_url=info["aws_endpoint_url"], config=config)
+    answer = client.invoke(FunctionName=function, Payload=json.dumps(payload).encode())
+    result = json.loads(answer["Payload"].read() or b"{}")
+    if answer.get("FunctionError"):
+        raise CliError(f"report failed: {result.get('errorMessage', result)}")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(_report_text(WrittenReport.model_validate(result)))
+
+
+def _report_text(written: WrittenReport) -> str:
+    """Where the documents went, then every count of the report as an aligned table."""
+    from shared.services.compliance_report import report_rows  # noqa: PLC0415
+
+    report = written.report
+    scope = "complete" if report.complete else "partial: the month has not ended"
+    lines = [
+        f"compliance report {written.month} ({scope}), {report.records} audit records",
+        f"  {written.csv_uri}",
+        f"  {written.pdf_uri}",
+        "",
+    ]
+    rows = [("SECTION", "METRIC", "DIMENSION", "VALUE")]
+    rows += [
+        (r.section, r.metric, r.dimension, r.value)
+        for r in report_rows(report)
+        if r.section != "report"  # the lines above say it
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for *labels, value in rows:
+        cells = [label.ljust(width) for label, width in zip(labels, widths, strict=True)]
+        lines.append("  ".join([*cells, value]))
+    return "\n".join(lines)
 
 
 def _local_sms(args: argparse.Namespace) -> None:

@@ -21,6 +21,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from constructs import Construct, IConstruct
 
+from infra.audit import REPORT_KEYS
 from infra.function import ServiceFunction
 
 if TYPE_CHECKING:
@@ -219,6 +220,12 @@ def _iam(stack: TbCssStack) -> list[Waiver]:
             "Invoice PDFs are keyed invoices/<user>/<invoice>.pdf, made at run time: the "
             "grant is GetObject and PutObject under that prefix of one bucket.",
             _roles(billing.document_users),
+        ),
+        Waiver(
+            _iam5(stack.audit, stack.audit.reports.arn_for_objects(REPORT_KEYS)),
+            "Compliance reports are keyed compliance/<month>/..., made at run time: the "
+            "report function may only PutObject under that prefix of one bucket.",
+            _roles([stack.audit.report]),
         ),
         *_workflow_waivers(workflows),
         Waiver(

@@ -9,6 +9,7 @@ from constructs import Construct
 
 from infra import nag
 from infra.activation import Activation, ActivationTimings
+from infra.audit import Audit
 from infra.billing import Billing
 from infra.function import Packaging
 from infra.payments import SIMULATOR, Payments
@@ -68,6 +69,9 @@ class TbCssStack(Stack):
             stage=stage,
             gateway=self.node.try_get_context("payment_gateway") or SIMULATOR,
         )
+
+        # Last: its rule takes every module's events, its aspect every module's roles.
+        self.audit = Audit(self, "Audit", platform=self.platform)
 
         CfnOutput(self, "ApiUrl", value=self.platform.api.url)
         CfnOutput(self, "TableName", value=self.platform.table.table_name)

@@ -52,6 +52,14 @@ def _known_roles(names: Iterable[str]) -> frozenset[Role]:
     return frozenset(Role(name) for name in names if name in known)
 
 
+def actor_of(principal: Principal) -> str:
+    """How records name a caller: ``<most powerful role>:<subject>``."""
+    for role in (Role.ADMIN, Role.AGENT, Role.SERVICE, Role.SUBSCRIBER):
+        if role in principal.roles:
+            return f"{role.value}:{principal.subject}"
+    return f"unknown:{principal.subject}"
+
+
 def require_role(principal: Principal, allowed: Iterable[Role]) -> None:
     allowed = frozenset(allowed)
     if not principal.has_any(allowed):

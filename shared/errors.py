@@ -30,6 +30,11 @@ class InvalidRequest(DomainError):
     code = "VALIDATION_ERROR"
 
 
+class UnsupportedMediaType(DomainError):
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
 class BackdatedChange(InvalidRequest):
     code = "BACKDATED_CHANGE"
 

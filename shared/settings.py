@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     invoice_due_days: int = 15  # due date = bill date + this many days
     overdue_grace_days: int = 7  # InvoiceOverdue this many days after the due date
     invoice_bucket_name: str = ""  # the invoice PDFs
+    report_bucket_name: str = ""  # the monthly compliance reports
     billing_queue_url: str = ""  # bill-run and sweep fan-out (one message per subscriber)
     operator_name: str = "TB Telecom Pvt Ltd"
     operator_gstin: str = "29ABCDE1234F1Z5"

@@ -1,14 +1,19 @@
-"""The HTTP edge shared by every API handler: one resolver factory, the one
-place domain errors become ``{"error": {...}}`` responses, the caller's
-principal, and idempotent execution of state-changing POSTs."""
+"""The HTTP edge shared by every API handler: one resolver factory, the
+authorization gate in front of every route, the one place domain errors become
+``{"error": {...}}`` responses, the caller's principal, and idempotent execution
+of state-changing POSTs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import binascii
+import json
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder, Route
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Header
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -22,19 +27,42 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from shared.auth import Principal
+from shared.authorization import Operation, authorize
+from shared.clock import system_clock
 from shared.db import PK, SK, TTL_ATTRIBUTE
 from shared.errors import (
     DomainError,
     IdempotencyInProgress,
     IdempotencyKeyReused,
     InvalidRequest,
+    Unauthorized,
+    UnsupportedMediaType,
 )
 from shared.logs import service_logger
 from shared.settings import get_settings
+from shared.staff_actions import bus as staff_bus
+from shared.staff_actions import staff_action
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 JSON = "application/json"
+
+
+def _idempotency_key_header() -> Any:
+    return Header(
+        alias=IDEMPOTENCY_HEADER,
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        description="A repeat with the same key and body returns the first response and "
+        "changes nothing more; the same key with another body is 422 IDEMPOTENCY_KEY_REUSED.",
+    )
+
+
+# A state-changing route declares the header (``idempotency_key: IdempotencyKey = None``)
+# so the OpenAPI document lists it and a malformed key is a 422 before anything runs;
+# Idempotency.run reads it from the request.
+IdempotencyKey = Annotated[str | None, _idempotency_key_header()]
+RequiredIdempotencyKey = Annotated[str, _idempotency_key_header()]
 
 logger = service_logger()
 
@@ -82,13 +110,108 @@ HTTP_REASONS = {
     403: "Not allowed for this caller",
     404: "Unknown resource",
     409: "Conflicts with the current state",
+    415: "The request body is not application/json",
     429: "Throttled",
+    503: "A downstream system is unavailable: retry later",
 }
+
+
+class JsonBodies(APIGatewayRestResolver):
+    """Request bodies are UTF-8 JSON (API.md), refused otherwise before Powertools
+    reads them: it would parse a form or a multipart body (and fail with an
+    unhandled error on a multipart one without a boundary), and a body that is not
+    UTF-8 text (base64-encoded by the gateway) fails its decoding: 5xx for bad input."""
+
+    def _call_route(self, route: Route, route_arguments: dict[str, str]) -> ResponseBuilder[Any]:
+        routed = route in self._static_routes or route in self._dynamic_routes
+        refused = self._unreadable_body(route) if routed else None
+        if refused is not None:
+            return self._response_builder_class(
+                response=error_response(refused), serializer=self._serializer, route=route
+            )
+        return super()._call_route(route, route_arguments)
+
+    def _unreadable_body(self, route: Route) -> DomainError | None:
+        event = self.current_event
+        if not event.body:
+            return None
+        content_type = event.headers.get("content-type", "").strip()
+        # Powertools reads exactly these as JSON (no Content-Type, or application/json...).
+        if route.dependant.body_params and content_type and not content_type.startswith(JSON):
+            return UnsupportedMediaType(f"send the body as {JSON}, not {content_type[:80]}")
+        try:
+            event.decoded_body  # noqa: B018 - decoding is the check
+        except (UnicodeDecodeError, binascii.Error):
+            return InvalidRequest("the body is not UTF-8 text")
+        return None
+
+
+class GatedResolver(JsonBodies):
+    """Asks the authorization matrix (:mod:`shared.authorization`) before anything
+    else reads the request: a caller the matrix refuses gets 401/403 however
+    malformed the request, and learns nothing about what validation would say.
+
+    Powertools runs its request validation as the first middleware of every route,
+    so no middleware can precede it; ``_call_route`` (Powertools 3.37) is where the
+    route is matched and nothing has run yet. Powertools' own not-found route is
+    not gated: an unknown path stays a 404."""
+
+    def _call_route(self, route: Route, route_arguments: dict[str, str]) -> ResponseBuilder[Any]:
+        if route in self._static_routes or route in self._dynamic_routes:
+            try:
+                operation = Operation(route.method, route.openapi_path)
+                authorize(operation, _caller_or_none(self.current_event.raw_event), route_arguments)
+            except DomainError as refused:
+                logger.info("refused by the authorization matrix", extra={"code": refused.code})
+                return self._response_builder_class(
+                    response=error_response(refused), serializer=self._serializer, route=route
+                )
+        return super()._call_route(route, route_arguments)
+
+
+def _caller_or_none(event: Mapping[str, Any]) -> Principal | None:
+    try:
+        return Principal.from_context((event.get("requestContext") or {}).get("authorizer") or {})
+    except Unauthorized:
+        return None
+
+
+class AuditedResolver(GatedResolver):
+    """Announces every state-changing call by staff, whatever its answer
+    (:mod:`shared.staff_actions`), once the response is decided."""
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        response = super().resolve(event, context)
+        _announce_staff_action(event, response)
+        return response
+
+
+def _announce_staff_action(event: Mapping[str, Any], response: Mapping[str, Any]) -> None:
+    principal = _caller_or_none(event)
+    if principal is None:
+        return  # nobody to name: the webhook, or a call the gateway refused
+    status = int(response.get("statusCode", 0))
+    action = staff_action(event, principal, status, system_clock().now(), _answered_user(response))
+    if action is not None:
+        staff_bus().publish([action])
+
+
+def _answered_user(response: Mapping[str, Any]) -> str | None:
+    """The ``user_id`` a JSON answer names (an activation creates the user it
+    concerns: the path cannot name it)."""
+    if response.get("isBase64Encoded") or not isinstance(response.get("body"), str):
+        return None
+    try:
+        body = json.loads(response["body"])
+    except ValueError:
+        return None
+    user_id = body.get("user_id") if isinstance(body, dict) else None
+    return user_id if isinstance(user_id, str) else None
 
 
 def create_resolver() -> APIGatewayRestResolver:
     """A REST resolver with request validation and the project's error mapping."""
-    app = APIGatewayRestResolver(enable_validation=True)
+    app = AuditedResolver(enable_validation=True)
 
     @app.exception_handler(DomainError)
     def _domain_error(error: DomainError) -> Response[dict[str, Any]]:
@@ -114,7 +237,9 @@ def _problem(problem: dict[str, Any]) -> dict[str, str]:
     if problem.get("type") == "json_invalid":
         return {"field": "", "problem": "the body is not valid JSON"}
     location = problem.get("loc", ())
-    field = ".".join(str(part) for part in location if part not in ("body", "query", "path"))
+    field = ".".join(
+        str(part) for part in location if part not in ("body", "query", "path", "header")
+    )
     return {"field": field, "problem": str(problem.get("msg", "invalid"))}
 
 

@@ -10,7 +10,9 @@ goes below zero, and a change applies completely or not at all.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
+from shared.audit import AuditRecord
 from shared.errors import (
     ActivePlanExists,
     ConcurrentModification,
@@ -19,6 +21,7 @@ from shared.errors import (
     UserNotFound,
 )
 from shared.models import Plan, Subscriber, Subscription
+from shared.services.audit import InvalidCursor, Partition, Window
 
 
 class InMemoryPlanCatalog:
@@ -121,3 +124,71 @@ class InMemorySubscriptionStore:
     def _apply_wallet(self, user_id: str, delta_paise: int) -> None:
         if delta_paise:
             self.wallets[user_id] = self.wallets.get(user_id, 0) + delta_paise
+
+
+class InMemoryAuditStore:
+    """The audit store as ``shared.stores.audit.DynamoAuditStore`` behaves: a record
+    is keyed by its UTC time and id and written once (appending it again changes
+    nothing, whatever the content); a window is read from its day, user or actor
+    partition in key order, ``limit`` records at a time, and a full page returns
+    its last key even when nothing follows (DynamoDB's LastEvaluatedKey), so the
+    last page of a query may be empty. A start key must be one this window's read
+    could have returned, else InvalidCursor."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[datetime, str], AuditRecord] = {}
+        self.reads = 0
+
+    def append(self, record: AuditRecord) -> bool:
+        key = (record.occurred_at.astimezone(UTC), record.audit_id)
+        if key in self.records:
+            return False
+        self.records[key] = record
+        return True
+
+    def read(
+        self, window: Window, limit: int, after: dict[str, str] | None
+    ) -> tuple[list[AuditRecord], dict[str, str] | None]:
+        self.reads += 1
+        rows = sorted(
+            (key, record)
+            for key, record in self.records.items()
+            if _in_partition(record, window) and window.start <= key[0] < window.end
+        )
+        if after is not None:
+            start = _start_key(window, after)
+            rows = [(key, record) for key, record in rows if key > start]
+        page = rows[:limit]
+        if len(page) < limit:
+            return [record for _, record in page], None
+        (at, audit_id), _ = page[-1]
+        last = {"partition": _partition_key(window), "at": at.isoformat(), "id": audit_id}
+        return [record for _, record in page], last
+
+
+def _partition_key(window: Window) -> str:
+    return f"{window.partition.value}#{window.value}"
+
+
+def _in_partition(record: AuditRecord, window: Window) -> bool:
+    if window.partition is Partition.DAY:
+        return record.occurred_at.astimezone(UTC).date().isoformat() == window.value
+    if window.partition is Partition.USER:
+        return record.user_id == window.value
+    return record.actor == window.value
+
+
+def _start_key(window: Window, after: dict[str, str]) -> tuple[datetime, str]:
+    """DynamoDB refuses a start key of another partition or outside the range."""
+    try:
+        at = datetime.fromisoformat(after["at"])
+        in_window = (
+            set(after) == {"partition", "at", "id"}
+            and after["partition"] == _partition_key(window)
+            and window.start <= at <= window.end
+        )
+    except (KeyError, TypeError, ValueError):
+        in_window = False
+    if not in_window:
+        raise InvalidCursor("the cursor belongs to another query")
+    return at, after["id"]

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from functions.payments.wiring import payments, webhook_secret
 from shared.clock import system_clock
-from shared.errors import DomainError, InvalidRequest
+from shared.errors import InvalidRequest
 from shared.logs import service_logger
 from shared.payments import (
     PAYMENT_ID,
@@ -42,9 +42,10 @@ from shared.payments import (
 )
 from shared.services.payments import AutopayStatus, PaymentRequest, PaymentView
 from shared.web import (
-    IDEMPOTENCY_HEADER,
     JSON,
     Idempotency,
+    IdempotencyKey,
+    RequiredIdempotencyKey,
     caller,
     create_resolver,
     documented,
@@ -59,11 +60,6 @@ ID = r"^[A-Za-z0-9_-]{1,64}$"
 UserId = Annotated[str, Path(pattern=ID)]
 # A malformed id is a 422 that does not repeat it (it may be a card number).
 PaymentId = Annotated[str, Path(pattern=f"^{PAYMENT_ID.pattern}$")]
-
-
-class IdempotencyKeyRequired(DomainError):
-    status = 400
-    code = "IDEMPOTENCY_KEY_REQUIRED"
 
 
 class AutopayRequest(BaseModel):
@@ -143,13 +139,14 @@ def _parsed_body(event: dict[str, Any]) -> Any:
     "vpa; CARD and WALLET a gateway token: card numbers and security codes are rejected "
     "(422 CARD_DATA_REJECTED). The gateway completes the payment asynchronously: follow "
     "GET /payments/{payment_id}. Idempotency-Key is required.",
-    responses=documented(202, "Accepted", PaymentView, 400, 401, 403, 404, 409),
+    responses=documented(202, "Accepted", PaymentView, 401, 403, 404, 409, 415),
 )
-def create_payment(body: PaymentRequest) -> Response[PaymentView]:
+def create_payment(
+    body: PaymentRequest,
+    # A retried payment must never charge twice: no key (422), no charge.
+    idempotency_key: RequiredIdempotencyKey,
+) -> Response[PaymentView]:
     principal = caller(app)
-    # A retried payment must never charge twice: no key, no charge.
-    if header(app, IDEMPOTENCY_HEADER) is None:
-        raise IdempotencyKeyRequired(f"POST /payments needs an {IDEMPOTENCY_HEADER} header")
 
     def action() -> tuple[int, PaymentView]:
         payment = payments().create(principal, body)
@@ -177,9 +174,11 @@ def get_payment(payment_id: PaymentId) -> PaymentView:
     description="Postpaid lines: each new invoice is charged to the mandate; a failed "
     "charge is retried twice (10:00 IST the next day and three days after the first "
     "failure), then the subscriber is reminded by SMS and email.",
-    responses=documented(200, "The AutoPay registration", AutopayStatus, 401, 403, 404, 409),
+    responses=documented(200, "The AutoPay registration", AutopayStatus, 401, 403, 404, 409, 415),
 )
-def set_autopay(user_id: UserId, body: AutopayRequest) -> Response[AutopayStatus]:
+def set_autopay(
+    user_id: UserId, body: AutopayRequest, idempotency_key: IdempotencyKey = None
+) -> Response[AutopayStatus]:
     principal = caller(app)
 
     def action() -> tuple[int, AutopayStatus]:

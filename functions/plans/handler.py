@@ -1,7 +1,8 @@
 """Plans module API: the catalog, subscribing and changing plans.
 
-Thin: routing, validation and auth checks here; the rules live in
-shared.services.subscriptions.
+Thin: routing, validation and the owner check of the body's user_id here (the
+authorization matrix, shared.authorization, is checked before the handler runs);
+the rules live in shared.services.subscriptions.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from shared.logs import service_logger
 from shared.models import Plan, SubscriberType
 from shared.services.subscriptions import PlanChangeResult, SubscriptionService
 from shared.settings import get_settings
-from shared.web import Idempotency, caller, create_resolver, documented
+from shared.web import Idempotency, IdempotencyKey, caller, create_resolver, documented
 
 logger = service_logger()
 app = create_resolver()
@@ -50,6 +51,11 @@ class Catalog(BaseModel):
     plans: list[Plan]
 
 
+class Health(BaseModel):
+    status: str
+    time: datetime
+
+
 @lru_cache(maxsize=1)
 def catalog() -> DynamoPlanCatalog:
     return DynamoPlanCatalog()
@@ -61,32 +67,44 @@ def subscriptions() -> SubscriptionService:
     return SubscriptionService(catalog(), DynamoSubscriptionStore(), events, system_clock())
 
 
-@app.get("/health", summary="Liveness (no auth)")
+@app.get(
+    "/health",
+    summary="Liveness (no auth)",
+    responses=documented(200, "Alive", Health),
+)
 def health() -> dict[str, Any]:
     return {"status": "ok", "time": isoformat(system_clock().now())}
 
 
-@app.get("/plans", summary="The plan catalog", response_description="Plans on sale")
+@app.get(
+    "/plans",
+    summary="The plan catalog",
+    responses=documented(200, "Plans on sale", Catalog, 401, 403),
+)
 def list_plans(
     type: Annotated[SubscriberType | None, Query(description="Only prepaid or postpaid")] = None,
 ) -> Catalog:
-    caller(app)
     plans = [p for p in catalog().list() if p.active and (type is None or p.type is type)]
     return Catalog(plans=plans)
 
 
-@app.get("/plans/<plan_id>", summary="One plan")
+@app.get(
+    "/plans/<plan_id>",
+    summary="One plan",
+    responses=documented(200, "The plan", Plan, 401, 403, 404),
+)
 def get_plan(plan_id: Annotated[str, Path(pattern=PLAN_ID)]) -> Plan:
-    caller(app)
     return catalog().get(plan_id)
 
 
 @app.post(
     "/subscribe",
     summary="Start a plan now (409 if one is active)",
-    responses=documented(201, "Plan started", PlanChangeResult, 401, 402, 403, 404, 409),
+    responses=documented(201, "Plan started", PlanChangeResult, 401, 402, 403, 404, 409, 415),
 )
-def subscribe(body: PlanChangeRequest) -> Response[PlanChangeResult]:
+def subscribe(
+    body: PlanChangeRequest, idempotency_key: IdempotencyKey = None
+) -> Response[PlanChangeResult]:
     require_owner_or(caller(app), body.user_id, PLAN_CHANGERS)
 
     def action() -> tuple[int, PlanChangeResult]:
@@ -98,9 +116,11 @@ def subscribe(body: PlanChangeRequest) -> Response[PlanChangeResult]:
 @app.post(
     "/upgrade",
     summary="Change the active plan now, with proration",
-    responses=documented(200, "Plan changed", PlanChangeResult, 401, 402, 403, 404, 409),
+    responses=documented(200, "Plan changed", PlanChangeResult, 401, 402, 403, 404, 409, 415),
 )
-def upgrade(body: PlanChangeRequest) -> Response[PlanChangeResult]:
+def upgrade(
+    body: PlanChangeRequest, idempotency_key: IdempotencyKey = None
+) -> Response[PlanChangeResult]:
     require_owner_or(caller(app), body.user_id, PLAN_CHANGERS)
 
     def action() -> tuple[int, PlanChangeResult]:

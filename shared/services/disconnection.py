@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 from pydantic import Field
 
-from shared.auth import Principal, Role
+from shared.auth import Principal, Role, actor_of
 from shared.clock import Clock, isoformat
 from shared.errors import Conflict, NotFound
 from shared.events import DomainEvent, EventPublisher
@@ -52,7 +52,6 @@ from shared.services.service_control import (
     Facts,
     StaleState,
     StatusChange,
-    actor_of,
     status_events,
 )
 from shared.validation import msisdn_to_e164
@@ -261,6 +260,7 @@ class Disconnections:
             self._store.open(record, state)
         except StaleState:
             raise DisconnectionInProgress("the subscriber changed meanwhile; try again") from None
+        self._announce(record, "DisconnectionRequested", actor=record.requested_by)
         self._starter.start(record.disconnection_id, {"disconnection_id": record.disconnection_id})
         return record
 
@@ -441,6 +441,7 @@ class Disconnections:
             )
         )
         logger.error("disconnection escalated", extra={"disconnection_id": disconnection_id})
+        self._announce(record, "DisconnectionEscalated", status=DisconnectionStatus.ESCALATED.value)
         return {"status": DisconnectionStatus.ESCALATED.value}
 
     # --- after the workflow: dues paid, inactivity ----------------------------------------
@@ -524,6 +525,26 @@ class Disconnections:
             fact.outstanding_paise
             for fact in self._facts.unpaid_invoices(record.user_id)
             if fact.invoice_id != record.final_invoice_id
+        )
+
+    def _announce(self, record: Disconnection, kind: str, **detail: str) -> None:
+        """A step of the disconnection for the bus (the audit trail): ids and codes."""
+        self._events.publish(
+            [
+                DomainEvent(
+                    detail_type=kind,
+                    source=SOURCE,
+                    occurred_at=self._clock.now(),
+                    correlation_id=record.disconnection_id,
+                    event_id=f"{kind}-{record.disconnection_id}-{len(record.history)}",
+                    detail={
+                        "user_id": record.user_id,
+                        "disconnection_id": record.disconnection_id,
+                        "reason": record.reason.value,
+                        **detail,
+                    },
+                )
+            ]
         )
 
     def _disconnected_event(self, record: Disconnection, now: datetime) -> DomainEvent:

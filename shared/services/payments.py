@@ -53,7 +53,7 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 from pydantic import Field, ValidationError
 
-from shared.auth import STAFF, Principal, Role, require_owner_or
+from shared.auth import STAFF, Principal, Role, actor_of, require_owner_or
 from shared.clock import IST, Clock, isoformat, to_ist
 from shared.errors import (
     ConcurrentModification,
@@ -89,7 +89,7 @@ from shared.payments import (
     normalize_vpa,
 )
 from shared.services.billing import InvoiceNotFound, InvoiceNotPayable
-from shared.services.service_control import InvoiceFact, actor_of
+from shared.services.service_control import InvoiceFact
 from shared.services.subscriptions import CAN_CHANGE_PLANS, ChangeType, PlanChangeResult
 from shared.validation import msisdn_to_e164
 
@@ -326,6 +326,10 @@ def autopay_payment_id(invoice_id: str, attempt: int) -> str:
     return f"PAY-{digest[:20].upper()}"
 
 
+# What the janitor's resolution changed (the rest: settled, pending, watching).
+RECONCILED_OUTCOMES = frozenset({"applied", "failed", "refunded", "escalated", "closed"})
+
+
 class PaymentService:
     def __init__(
         self,
@@ -439,6 +443,27 @@ class PaymentService:
         return {"checked": sum(outcomes.values()), "outcomes": dict(outcomes)}
 
     def resolve(self, payment: Payment) -> str:
+        """Settle a payment by what the gateway says, announcing a reconciliation
+        (what no webhook resolved) as PaymentReconciled."""
+        outcome = self._resolve(payment)
+        kind = outcome.partition(":")[0]
+        if kind in RECONCILED_OUTCOMES:
+            self._publish(
+                payment,
+                "PaymentReconciled",
+                {
+                    "user_id": payment.user_id,
+                    "payment_id": payment.payment_id,
+                    "purpose": payment.purpose.value,
+                    "invoice_id": payment.invoice_id,
+                    "amount_paise": payment.amount_paise,
+                    "outcome": kind,
+                },
+                qualifier=kind,  # escalated first, applied later: two reconciliations
+            )
+        return outcome
+
+    def _resolve(self, payment: Payment) -> str:
         current = self._store.get(payment.payment_id)
         if current.status is PaymentStatus.REFUNDED or (
             current.status is PaymentStatus.SUCCEEDED and not _refund_due(current)
@@ -992,7 +1017,9 @@ class PaymentService:
         limit = timedelta(seconds=self._config.resolve_within_seconds)
         return self._clock.now() - payment.created_at >= limit
 
-    def _publish(self, payment: Payment, kind: str, detail: dict[str, Any]) -> None:
+    def _publish(
+        self, payment: Payment, kind: str, detail: dict[str, Any], qualifier: str = ""
+    ) -> None:
         self._events.publish(
             [
                 DomainEvent(
@@ -1000,7 +1027,7 @@ class PaymentService:
                     source=SOURCE,
                     occurred_at=self._clock.now(),
                     # The same change announced twice (a retry) carries the same id.
-                    event_id=f"{kind}-{payment.payment_id}",
+                    event_id="-".join(filter(None, (kind, payment.payment_id, qualifier))),
                     correlation_id=payment.payment_id,
                     detail=detail,
                 )

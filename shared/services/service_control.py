@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 from pydantic import Field
 
-from shared.auth import Principal, Role
+from shared.auth import Principal, Role, actor_of
 from shared.clock import Clock, isoformat
 from shared.errors import ConcurrentModification, Conflict
 from shared.events import DomainEvent, EventPublisher
@@ -214,13 +214,6 @@ class Change:
     lift: frozenset[BlockReason] = frozenset()
     guards: tuple[Guard, ...] = ()
     dormant_since: datetime | None = None  # start the inactivity clock (earliest wins)
-
-
-def actor_of(principal: Principal) -> str:
-    for role in (Role.ADMIN, Role.AGENT, Role.SERVICE, Role.SUBSCRIBER):
-        if role in principal.roles:
-            return f"{role.value}:{principal.subject}"
-    return f"unknown:{principal.subject}"
 
 
 class ServiceControl:

@@ -31,7 +31,7 @@ from typing import Annotated, Protocol
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.auth import STAFF, Principal, Role, require_role
+from shared.auth import STAFF, Principal, Role, actor_of, require_role
 from shared.clock import Clock
 from shared.errors import (
     ConcurrentModification,
@@ -64,7 +64,6 @@ from shared.services.service_control import (
     SimSwap,
     StaleState,
     StatusChange,
-    actor_of,
     status_events,
 )
 from shared.settings import Settings

@@ -34,6 +34,18 @@ class LocalSystem:
     state_dir: Path
     output: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    log_start: dict[str, int] = field(default_factory=dict)  # handler log sizes at start
+
+    def handler_logs(self) -> list[str]:
+        """Every line the functions wrote since this runtime started: each worker's
+        stdout and stderr go to <state>/logs/<function>.log (appended across runs;
+        ``output`` has only the runtime's own lines), a moment after they are written."""
+        lines: list[str] = []
+        for path in sorted((self.state_dir / "logs").glob("*.log")):
+            with path.open("rb") as log:
+                log.seek(self.log_start.get(path.name, 0))
+                lines += log.read().decode("utf-8", "replace").splitlines()
+        return lines
 
     @property
     def api_url(self) -> str:
@@ -85,10 +97,11 @@ def free_port() -> int:
 def start_local_system(state_dir: Path, *extra: str) -> LocalSystem:
     command = [sys.executable, "-m", "infra.cli", "local", "up", "--quiet"]
     command += ["--port", str(free_port()), "--state-dir", str(state_dir), *extra]
+    log_start = {log.name: log.stat().st_size for log in (state_dir / "logs").glob("*.log")}
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    system = LocalSystem(process, state_dir)
+    system = LocalSystem(process, state_dir, log_start=log_start)
     ready = threading.Event()
 
     def read_output() -> None:

@@ -1,13 +1,13 @@
 """Service control on the local runtime, as subscribers, agents and the network
-see it: an unpaid postpaid bill bars outgoing service (incoming still allowed on
-the network simulator); a lost SIM is blocked by its owner with an OTP and
-brought back on a replacement SIM; a subscriber closes their line with a final
-invoice; a prepaid line left unrecharged for more than 90 days past its plan's
-expiry is disconnected by the inactivity sweep, and one that recharged is not.
+see it: a lost SIM is blocked by its owner with an OTP and brought back on a
+replacement SIM; a subscriber closes their line with a final invoice; a prepaid
+line left unrecharged for more than 90 days past its plan's expiry is
+disconnected by the inactivity sweep, and one that recharged is not.
 
 The runtime is the session's second one (``months_system``): these tests move
-its clock by months, which the other e2e tests must not see. The overdue test
-ends with the subscriber paying by UPI (issue 8's e2e acceptance).
+its clock by months, which the other e2e tests must not see. The overdue block,
+lifted by the subscriber's UPI payment, is in test_audit_trail.py (on a runtime
+of its own, so its compliance report counts only that run).
 """
 
 from __future__ import annotations
@@ -157,57 +157,6 @@ def test_a_subscriber_closes_their_postpaid_line_with_a_final_invoice(
     assert [invoice["invoice_id"] for invoice in invoices] == [record["final_invoice_id"]]
     assert invoices[0]["total_paise"] > 0
     assert _line(system, line["msisdn"])["provisioned"] is False
-
-
-def test_an_unpaid_bill_bars_outgoing_only_until_it_is_paid_by_upi(system: LocalSystem) -> None:
-    line = _activate(system, "postpaid", "POST_BASIC_399")
-    user_id, owner = line["user_id"], system.token(line["user_id"], "subscriber")
-    # Bill date: the cycle day next month; due 15 days later; blocked 7 days after that.
-    _advance_to(system, _now(system) + timedelta(days=31 + 15 + 7 + 1))
-
-    def blocked() -> dict[str, Any] | None:
-        status = _status(system, user_id)
-        return status if status["status"] == "TEMP_BLOCKED" else None
-
-    status = wait_for(blocked, timeout=60, what="the OVERDUE block")
-    assert status["block_reasons"] == ["OVERDUE"]
-    barring = _line(system, line["msisdn"])["barring"]
-    assert barring == {"outgoing_barred": True, "data": "BARRED", "incoming_allowed": True}
-    # An agent may not lift it while the bill is unpaid (an admin may: goodwill).
-    refused = _post(system, f"/service-control/unblock/{user_id}", {"reason": "OVERDUE"}, AGENT)
-    assert refused.status_code == 409, refused.text
-
-    # The subscriber pays by UPI; the line comes back without an agent (issue 8).
-    (invoice,) = system.get(f"/users/{user_id}/invoices", owner).json()["invoices"]
-    assert invoice["status"] == "OVERDUE"
-    key = str(uuid.uuid4())
-    body = {"user_id": user_id, "invoice_id": invoice["invoice_id"], "method": "UPI"}
-    body["vpa"] = "asha@okhdfc"
-    accepted = system.post("/payments", body, owner, key)
-    assert accepted.status_code == 202, accepted.text
-    payment_id = accepted.json()["payment_id"]
-    assert accepted.json()["method_display"] == "as***@okhdfc"
-    again = system.post("/payments", body, owner, key)  # a client's retry: the same payment
-    assert again.json()["payment_id"] == payment_id
-
-    def settled() -> dict[str, Any] | None:
-        payment: dict[str, Any] = system.get(f"/payments/{payment_id}", owner).json()
-        return payment if payment["status"] in ("SUCCEEDED", "FAILED", "REFUNDED") else None
-
-    payment = wait_for(settled, timeout=60, what="the gateway's webhook")
-    assert payment["status"] == "SUCCEEDED", payment
-    assert payment["applied_paise"] == payment["amount_paise"] > 0
-    assert payment["transaction_id"]
-    paid = system.get(f"/invoices/{invoice['invoice_id']}", owner).json()
-    assert paid["status"] == "PAID"
-
-    def unblocked() -> dict[str, Any] | None:
-        status = _status(system, user_id)
-        return status if status["status"] == "ACTIVE" else None
-
-    assert wait_for(unblocked, timeout=60, what="the block to lift")["block_reasons"] == []
-    barring = _line(system, line["msisdn"])["barring"]
-    assert barring == {"outgoing_barred": False, "data": "ALLOWED", "incoming_allowed": True}
 
 
 def test_inactivity_sweep_disconnects_a_line_left_unrecharged_for_90_days(

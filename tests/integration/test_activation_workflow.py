@@ -245,7 +245,11 @@ def test_kyc_rejected_after_one_retry_and_the_sim_goes_back_to_stock(
         ("RejectKyc", "REJECTED"),
     ]
     assert activation["history"][-1]["detail"]["error"] == "KycRejected"
-    assert system.events(activation["activation_id"]) == []
+    # The rejection is announced (the audit trail takes it), never as an activation.
+    (rejected,) = system.events(activation["activation_id"])
+    assert rejected["detail-type"] == "KycRejected"
+    assert rejected["detail"]["user_id"] == activation["user_id"]
+    assert body["kyc"]["number"] not in json.dumps(rejected)
     assert system.sms_to(body["msisdn"]) == []
     assert system.emails_to(body["email"]) == []
     # The claims were released: a corrected request for the same SIM and number is accepted.
@@ -276,7 +280,9 @@ def test_provisioning_fails_three_times_and_escalates(system: ActivationSystem) 
     assert all(a["at"] for a in message["attempts"])
     assert message["final_error"]["error"] == "NetworkTransientError"
     assert body["kyc"]["number"] not in json.dumps(message)
-    assert system.events(activation["activation_id"]) == []
+    assert [e["detail-type"] for e in system.events(activation["activation_id"])] == [
+        "ActivationEscalated"
+    ]
     assert system.sms_to(body["msisdn"]) == []
 
 
