@@ -12,11 +12,12 @@ export PYTHONDONTWRITEBYTECODE := 1
 PYTEST := $(PY) -m pytest -q
 
 .PHONY: help install lint format test test-unit test-integration test-infra test-local test-e2e \
-        run synth layer lock bench bench-coldstart bench-rating bench-billing clean
+        test-fuzz fuzz run synth layer lock bench bench-coldstart bench-rating bench-billing clean
 
 help:
 	@echo "make run     start the whole system locally (moto, no Docker, no AWS account)"
-	@echo "make test    lint + every test (unit, integration, infra, local runtime, e2e)"
+	@echo "make test    lint + every test (unit, integration, infra, local runtime, e2e, quick fuzz)"
+	@echo "make fuzz    schemathesis over every API operation, the long random profile (minutes)"
 	@echo "make bench   benchmarks (cold start, ...)"
 	@echo "make synth   synthesize the CloudFormation template into cdk.out/"
 	@echo "make layer   build the Lambda dependency layer into build/layer (for a real deploy)"
@@ -39,7 +40,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint test-unit test-integration test-infra test-local test-e2e
+test: lint test-unit test-integration test-infra test-local test-e2e test-fuzz
 
 test-unit: $(STAMP)
 	$(PYTEST) tests/unit
@@ -56,6 +57,14 @@ test-local: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(PYTEST) tests/e2e
+
+# Schemathesis over every operation of the local runtime's OpenAPI document (its own
+# runtime): the quick deterministic profile here, the long random one in `make fuzz`.
+test-fuzz: $(STAMP)
+	$(PYTEST) tests/fuzz
+
+fuzz: $(STAMP)
+	TBCSS_FUZZ_PROFILE=long $(PYTEST) -s tests/fuzz
 
 run: $(STAMP)
 	$(BIN)/tbcss local up
