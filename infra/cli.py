@@ -81,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--app", default="app:build_app", help="CDK app factory module:function")
     up.add_argument("--no-seed", action="store_true", help="skip the plan catalog and demo users")
     up.add_argument("--quiet", action="store_true", help="do not echo handler logs")
+    up.add_argument(
+        "-c",
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="CDK context for the synth, as cdk -c (e.g. inactivity_days=10); repeatable",
+    )
     _state_dir_option(up)
     up.set_defaults(run=_local_up)
 
@@ -409,6 +417,7 @@ def _state_dir_option(parser: argparse.ArgumentParser) -> None:
 
 def _local_up(args: argparse.Namespace) -> None:
     from infra.local.runtime import (  # noqa: PLC0415 - moto loads only for `up`
+        LOCAL_CONTEXT,
         LocalRuntime,
         RuntimeOptions,
         echo_to_stderr,
@@ -427,6 +436,7 @@ def _local_up(args: argparse.Namespace) -> None:
             app_spec=args.app,
             seed=not args.no_seed,
             echo=None if args.quiet else echo_to_stderr,
+            context={**LOCAL_CONTEXT, **_context_pairs(args.context)},
         )
     )
     stop = threading.Event()
@@ -454,6 +464,17 @@ def _refuse_second_instance(state_dir: Path) -> None:
     info = _runtime_info_or_none(state_dir)
     if info is not None and _pid_alive(int(info.get("pid", 0))):
         raise CliError(f"a runtime is already running at {info['api_url']} (pid {info['pid']})")
+
+
+def _context_pairs(pairs: list[str]) -> dict[str, str]:
+    """``["key=value", ...]`` as a dict; the CDK reads context values as strings too."""
+    context = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"context must be KEY=VALUE, not {pair!r}")
+        context[key] = value
+    return context
 
 
 def _on_signals(handler: Callable[[], None]) -> None:

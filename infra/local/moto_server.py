@@ -39,6 +39,18 @@ PutEventsListener = Callable[[list[dict[str, Any]]], object]
 PUT_EVENTS_TARGET = "AWSEvents.PutEvents"
 
 
+DYNAMODB_WRITES = frozenset(
+    f"DynamoDB_20120810.{operation}"
+    for operation in (
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "BatchWriteItem",
+        "TransactWriteItems",
+    )
+)
+
+
 class InvokeShim:
     """WSGI middleware: Lambda Invoke goes to the invoker, the rest to moto."""
 
@@ -47,6 +59,7 @@ class InvokeShim:
         self._invoker: Invoker | None = None
         self._known: set[str] | None = None
         self._put_events_listener: PutEventsListener | None = None
+        self._table_writes = threading.Lock()
 
     def on_put_events(self, listener: PutEventsListener) -> None:
         """``listener`` gets the entries of every PutEvents moto accepted."""
@@ -66,6 +79,12 @@ class InvokeShim:
             return self._put_events(environ, start_response)
         if environ.get("PATH_INFO") == SMS_PATH and environ.get("REQUEST_METHOD") == "GET":
             return _sent_sms(Request(environ))(environ, start_response)
+        if environ.get("HTTP_X_AMZ_TARGET") in DYNAMODB_WRITES:
+            # moto's TransactWriteItems deep-copies the table to roll back; a write
+            # from another thread meanwhile fails it ("dictionary changed size during
+            # iteration"), a 500 AWS never gives. One write at a time, as one table would.
+            with self._table_writes:
+                return list(self._moto_app(environ, start_response))
         return self._moto_app(environ, start_response)  # type: ignore[no-any-return]
 
     def _put_events(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:

@@ -24,6 +24,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 READY = "TB-CSS local runtime ready:"
 START_TIMEOUT_SECONDS = 180
+# The months runtime's INACTIVITY_DAYS (90 in production): the sweep's test then
+# moves the clock by days, not a quarter (the 90-day rule is unit and handler tested).
+MONTHS_INACTIVITY_DAYS = 10
 
 
 @dataclass
@@ -142,7 +145,9 @@ def months_system() -> Iterator[LocalSystem]:
     """A second real stack for the tests that move its clock by months (service
     control, payments): the session runtime's tests must not see those jumps.
     Its tests take times relative to its clock, so their order does not matter."""
-    system = start_local_system(ROOT / ".tbcss" / "e2e-months")
+    system = start_local_system(
+        ROOT / ".tbcss" / "e2e-months", "--context", f"inactivity_days={MONTHS_INACTIVITY_DAYS}"
+    )
     yield system
     assert stop_local_system(system) == 0, "\n".join(system.output[-20:])
 

@@ -1,7 +1,8 @@
 """Service control on the local runtime, as subscribers, agents and the network
 see it: a lost SIM is blocked by its owner with an OTP and brought back on a
 replacement SIM; a subscriber closes their line with a final invoice; a prepaid
-line left unrecharged for more than 90 days past its plan's expiry is
+line left unrecharged past its plan's expiry for longer than the inactivity
+limit (90 days in production, 10 on this runtime: ``-c inactivity_days``) is
 disconnected by the inactivity sweep, and one that recharged is not.
 
 The runtime is the session's second one (``months_system``): these tests move
@@ -21,7 +22,7 @@ import pytest
 
 from shared import db
 from tests.activation_data import activation_body, iccid, next_serial
-from tests.e2e.conftest import LocalSystem, wait_for
+from tests.e2e.conftest import MONTHS_INACTIVITY_DAYS, LocalSystem, wait_for
 
 AGENT = ("agent-e2e", "agent")
 ADMIN = ("admin-e2e", "admin")
@@ -159,7 +160,7 @@ def test_a_subscriber_closes_their_postpaid_line_with_a_final_invoice(
     assert _line(system, line["msisdn"])["provisioned"] is False
 
 
-def test_inactivity_sweep_disconnects_a_line_left_unrecharged_for_90_days(
+def test_inactivity_sweep_disconnects_a_line_left_unrecharged_past_the_limit(
     system: LocalSystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     quiet = _activate(system, "prepaid", "PRE_DATA_49")
@@ -175,7 +176,7 @@ def test_inactivity_sweep_disconnects_a_line_left_unrecharged_for_90_days(
     _recharge(system, monkeypatch, recharged["user_id"], "PRE_ANNUAL_2999")
     assert _status(system, recharged["user_id"])["status"] == "ACTIVE"
 
-    _advance_to(system, _now(system) + timedelta(days=91))
+    _advance_to(system, _now(system) + timedelta(days=MONTHS_INACTIVITY_DAYS + 1))
 
     def disconnected() -> bool:
         return bool(_status(system, quiet["user_id"])["status"] == "PERMANENT_DISCONNECTED")

@@ -57,6 +57,14 @@ def test_a_busy_port_fails_in_one_line(tmp_path: Path) -> None:
     assert "cannot listen" in done.stderr
 
 
+def test_a_context_without_a_value_fails_in_one_line(tmp_path: Path) -> None:
+    done = tbcss("local", "up", "--context", "inactivity_days", state_dir=tmp_path)
+
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0
+    assert "KEY=VALUE" in done.stderr
+
+
 def test_info_without_a_runtime_fails_in_one_line(tmp_path: Path) -> None:
     done = tbcss("local", "info", state_dir=tmp_path)
 
