@@ -65,7 +65,7 @@ class Audit(Construct):
         environment = {**platform.environment, "REPORT_BUCKET_NAME": self.reports.bucket_name}
 
         self.worker = self._function(platform, "Worker", "worker", environment)
-        platform.table.grant_write_data(self.worker)
+        self._grant_appends(platform)
         self.worker.add_event_source(
             sources.SqsEventSource(
                 self.queue, batch_size=BATCH_SIZE, report_batch_item_failures=True
@@ -74,7 +74,6 @@ class Audit(Construct):
 
         self.api = self._function(platform, "Api", "handler", environment)
         platform.table.grant_read_data(self.api)
-        platform.bus.grant_put_events_to(self.api)  # its own call is a staff action too
         platform.api.root.add_resource("audit").add_method(
             "GET", apigw.LambdaIntegration(self.api), authorizer=platform.authorizer
         )
@@ -83,7 +82,7 @@ class Audit(Construct):
             platform, "Report", "report", environment, timeout_seconds=900, memory_mb=1024
         )
         platform.table.grant_read_data(self.report)
-        self._grant_report_writes(platform)
+        self._grant_report_writes()
         events.Rule(
             self,
             "MonthlyReport",
@@ -93,15 +92,26 @@ class Audit(Construct):
         )
         Aspects.of(Stack.of(self)).add(AuditRecordsImmutable(writer=self.worker))
 
-    def _grant_report_writes(self, platform: Platform) -> None:
-        """Put the reports: no listing, no reading, no deletes, no other keys."""
+    def _grant_report_writes(self) -> None:
+        """Put the reports (the key: ``_function``): no listing, no reading, no
+        deletes, no other keys."""
         self.report.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["s3:PutObject"],
                 resources=[self.reports.arn_for_objects(REPORT_KEYS)],
             )
         )
-        platform.key.grant(self.report, "kms:GenerateDataKey")
+
+    def _grant_appends(self, platform: Platform) -> None:
+        """The worker claims an audit id and puts its record: AUDIT* items only,
+        nothing else of the table (and the Deny of the aspect forbids changes)."""
+        self.worker.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:PutItem", "dynamodb:GetItem"],
+                resources=[platform.table.table_arn],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": AUDIT_KEYS}},
+            )
+        )
 
     def _function(
         self,

@@ -17,7 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.pii import find_pii
+
 SYSTEM = "system"
+WITHHELD = "withheld"  # an actor's name that reads as personal data
 # What an action record calls the kind of change: the HTTP method and route template.
 ACTION_EVENT = "StaffActionPerformed"
 
@@ -68,14 +71,11 @@ _ENVELOPE_KEYS = frozenset(
 )
 # A code or an id: short, no spaces around an @, nothing that reads as prose.
 _SAFE_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_:.#/{}+\-]{0,79}$")
+
+
 # ...and no personal number in it: a phone, Aadhaar or card number (10 or more
 # digits, maybe grouped by dashes or dots) or a PAN. Digits glued to a letter are
 # part of an id: the hex of a payment id or a uuid holds 10 digits in a row now and then.
-_PERSONAL = re.compile(
-    r"(?<![0-9A-Za-z])(?:\+?\d(?:[-.]?\d){9,}|[A-Za-z]{5}\d{4}[A-Za-z])(?![0-9A-Za-z])"
-)
-
-
 class ActorRole(StrEnum):
     SUBSCRIBER = "subscriber"
     AGENT = "agent"
@@ -110,6 +110,13 @@ def record_of_event(envelope: dict[str, Any]) -> AuditRecord:
     source = str(envelope.get("source", "")).removeprefix("tbcss.")
     actor = str(detail.get("actor") or f"{SYSTEM}:{source}")
     summary = _summary(detail)
+    user_id = _text(detail.get("user_id"))
+    # Names as typed by a caller (a path's user_id, a token's subject) may be a
+    # phone number: kept only if they read as ids.
+    if user_id is not None and _safe_value(user_id) is None:
+        user_id, summary["omitted"] = None, (*summary["omitted"], "user_id")
+    if _safe_value(actor) is None:
+        actor = f"{actor.partition(':')[0]}:{WITHHELD}"
     kind = str(envelope["detail-type"])
     return AuditRecord(
         audit_id=str(detail.get("event_id") or envelope["id"]),
@@ -118,7 +125,7 @@ def record_of_event(envelope: dict[str, Any]) -> AuditRecord:
         source=source,
         actor=actor,
         role=role_of_actor(actor),
-        user_id=_text(detail.get("user_id")),
+        user_id=user_id,
         correlation_id=_text(detail.get("correlation_id")),
         **summary,
     )
@@ -170,7 +177,7 @@ def _safe_value(value: Any) -> Any:
     if isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
-        return value if _SAFE_TEXT.match(value) and not _PERSONAL.search(value) else None
+        return value if _SAFE_TEXT.match(value) and not find_pii(value) else None
     if isinstance(value, list | tuple):
         items = [_safe_value(item) for item in value]
         return items if all(item is not None for item in items) else None

@@ -135,7 +135,7 @@ class JsonBodies(APIGatewayRestResolver):
         event = self.current_event
         if not event.body:
             return None
-        content_type = event.headers.get("content-type", "").strip()
+        content_type = event.headers.get("content-type", "").strip().lower()
         # Powertools reads exactly these as JSON (no Content-Type, or application/json...).
         if route.dependant.body_params and content_type and not content_type.startswith(JSON):
             return UnsupportedMediaType(f"send the body as {JSON}, not {content_type[:80]}")
@@ -181,7 +181,11 @@ class AuditedResolver(GatedResolver):
     (:mod:`shared.staff_actions`), once the response is decided."""
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        response = super().resolve(event, context)
+        try:
+            response = super().resolve(event, context)
+        except Exception:
+            _announce_staff_action(event, {"statusCode": 500})  # what the gateway answers
+            raise
         _announce_staff_action(event, response)
         return response
 

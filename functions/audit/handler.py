@@ -8,7 +8,7 @@ as DynamoDB's paging is), fetched by passing it back with the same filters.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
@@ -18,13 +18,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.audit.wiring import trail
 from shared.clock import system_clock
 from shared.logs import service_logger
-from shared.services.audit import MAX_PAGE, AuditPage, AuditQuery
+from shared.services.audit import MAX_PAGE, AuditPage, AuditQuery, query_window
 from shared.web import create_resolver, documented
 
 logger = service_logger()
 app = create_resolver()
 
-DEFAULT_WINDOW = timedelta(days=7)
 ID = r"^[A-Za-z0-9_-]{1,64}$"
 ACTOR = r"^[a-z]+:[A-Za-z0-9_:.-]{1,80}$"
 CURSOR = r"^[A-Za-z0-9_-]{1,2048}$"
@@ -50,9 +49,9 @@ def list_audit(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(pattern=CURSOR)] = None,
 ) -> AuditPage:
-    end = end or system_clock().now()
+    start, end = query_window(start, end, system_clock().now())
     query = AuditQuery(
-        start=start or end - DEFAULT_WINDOW,
+        start=start,
         end=end,
         user_id=user_id,
         actor=actor,

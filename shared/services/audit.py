@@ -24,6 +24,8 @@ from shared.errors import InvalidRequest
 
 MAX_RANGE = timedelta(days=92)  # a quarter: the widest window one query may read
 MAX_PAGE = 200
+DEFAULT_WINDOW = timedelta(days=7)
+YEARS = (2000, 2999)  # what a record's time may be: the keys are 4-digit years
 
 
 class Partition(StrEnum):
@@ -109,9 +111,29 @@ class AuditTrail:
                     break
 
 
-def _check_range(start: datetime, end: datetime) -> None:
-    if start.tzinfo is None or end.tzinfo is None:
+def query_window(
+    start: datetime | None, end: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """A query's ``[start, end)``: ``end`` defaults to now, ``start`` to a week
+    before ``end``. Each given bound is checked first: a year far from ours would
+    overflow on the way to UTC (a 500 for bad input)."""
+    for moment in (start, end):
+        if moment is not None:
+            _check_moment(moment)
+    end = end or now
+    return start or end - DEFAULT_WINDOW, end
+
+
+def _check_moment(moment: datetime) -> None:
+    if moment.tzinfo is None:
         raise InvalidRequest("from and to need a time zone (e.g. 2026-11-01T00:00:00+05:30)")
+    if not YEARS[0] <= moment.year <= YEARS[1]:
+        raise InvalidRequest(f"from and to must lie in the years {YEARS[0]}-{YEARS[1]}")
+
+
+def _check_range(start: datetime, end: datetime) -> None:
+    _check_moment(start)
+    _check_moment(end)
     if end <= start:
         raise InvalidRequest("to must be after from")
     if end - start > MAX_RANGE:

@@ -524,6 +524,8 @@ class BillingService:
                     detail_type="InvoiceIssued",
                     source=SOURCE,
                     occurred_at=self._clock.now(),
+                    # A retry before mark_published announces again: the same event.
+                    event_id=f"InvoiceIssued-{invoice.invoice_id}",
                     correlation_id=invoice.invoice_id,
                     detail={
                         "user_id": invoice.subscriber.user_id,

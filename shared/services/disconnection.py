@@ -260,7 +260,7 @@ class Disconnections:
             self._store.open(record, state)
         except StaleState:
             raise DisconnectionInProgress("the subscriber changed meanwhile; try again") from None
-        self._announce(record, "DisconnectionRequested", actor=record.requested_by)
+        self._announce(record, "DisconnectionRequested", "", actor=record.requested_by)
         self._starter.start(record.disconnection_id, {"disconnection_id": record.disconnection_id})
         return record
 
@@ -429,19 +429,24 @@ class Disconnections:
         return {"status": "NOTIFIED" if sent else "NOT_SENT"}
 
     def escalate(self, disconnection_id: str, error: dict[str, Any] | None) -> dict[str, str]:
+        """Once per failure: a retried task finds it ESCALATED and only announces it
+        again (the same event: one audit record), in case the first try stopped
+        between the write and the announcement."""
         record = self._store.get(disconnection_id)
-        cause = str((error or {}).get("Cause") or (error or {}).get("Error") or "unknown")[:500]
-        self._store.put(
-            record.step(
+        if record.status is not DisconnectionStatus.ESCALATED:
+            cause = str((error or {}).get("Cause") or (error or {}).get("Error") or "unknown")
+            record = record.step(
                 self._clock.now(),
                 "Escalate",
                 "ESCALATED",
-                cause,
+                cause[:500],
                 status=DisconnectionStatus.ESCALATED,
             )
-        )
-        logger.error("disconnection escalated", extra={"disconnection_id": disconnection_id})
-        self._announce(record, "DisconnectionEscalated", status=DisconnectionStatus.ESCALATED.value)
+            self._store.put(record)
+            logger.error("disconnection escalated", extra={"disconnection_id": disconnection_id})
+        # Numbered: a disconnection re-driven by an admin may escalate again.
+        escalations = sum(1 for entry in record.history if entry.step == "Escalate")
+        self._announce(record, "DisconnectionEscalated", str(escalations))
         return {"status": DisconnectionStatus.ESCALATED.value}
 
     # --- after the workflow: dues paid, inactivity ----------------------------------------
@@ -527,8 +532,10 @@ class Disconnections:
             if fact.invoice_id != record.final_invoice_id
         )
 
-    def _announce(self, record: Disconnection, kind: str, **detail: str) -> None:
-        """A step of the disconnection for the bus (the audit trail): ids and codes."""
+    def _announce(self, record: Disconnection, kind: str, occurrence: str, **detail: str) -> None:
+        """A step of the disconnection for the bus (the audit trail): ids and codes.
+        The event id is the step's (``occurrence`` tells repeats apart), so a retry
+        announces the same event."""
         self._events.publish(
             [
                 DomainEvent(
@@ -536,11 +543,12 @@ class Disconnections:
                     source=SOURCE,
                     occurred_at=self._clock.now(),
                     correlation_id=record.disconnection_id,
-                    event_id=f"{kind}-{record.disconnection_id}-{len(record.history)}",
+                    event_id="-".join(filter(None, (kind, record.disconnection_id, occurrence))),
                     detail={
                         "user_id": record.user_id,
                         "disconnection_id": record.disconnection_id,
                         "reason": record.reason.value,
+                        "status": record.status.value,
                         **detail,
                     },
                 )

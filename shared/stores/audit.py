@@ -76,7 +76,7 @@ class DynamoAuditStore:
         key = f"{time_key(record.occurred_at)}#{record.audit_id}"
         claim = AuditIdItem(id_pk(record.audit_id), ID_SK, entity=AUDIT_ENTITY, key=key)
         if not _put_new(claim):
-            key = AuditIdItem.get(id_pk(record.audit_id), ID_SK).key
+            key = AuditIdItem.get(id_pk(record.audit_id), ID_SK, consistent_read=True).key
             record = record.model_copy(update={"occurred_at": _time_of(key)})
         item = AuditItem(
             day_pk(day_of(record.occurred_at).isoformat()),

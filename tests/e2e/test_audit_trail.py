@@ -16,8 +16,11 @@ the run.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -315,13 +318,25 @@ def _check_report(
     trail = _audit(system, **{"from": start.isoformat(), "to": end.isoformat()})
     assert sum(r["records"] for r in reports) == len({r["audit_id"] for r in trail})
 
+    # The documents in S3 say the same: the CSV's rows, summed over the months.
     s3 = system.aws("s3")
+    rows: Counter[tuple[str, str, str]] = Counter()
     for document in written:
         bucket = document["csv_uri"].removeprefix("s3://").split("/", 1)[0]
-        csv = s3.get_object(Bucket=bucket, Key=document["csv_key"])["Body"].read().decode()
-        assert csv.startswith("section,metric,dimension,value")
+        body = s3.get_object(Bucket=bucket, Key=document["csv_key"])["Body"].read().decode()
+        for row in csv.DictReader(io.StringIO(body)):
+            if row["value"].isdigit():  # counts and paise (rupees are "399.00")
+                rows[row["section"], row["metric"], row["dimension"]] += int(row["value"])
         pdf = s3.get_object(Bucket=bucket, Key=document["pdf_key"])["Body"].read()
         assert pdf.startswith(b"%PDF")
+    assert rows["activations", "count", "postpaid"] == 1
+    assert rows["blocks", "by_reason", "OVERDUE"] == 1
+    assert rows["unblocks", "by_reason", "OVERDUE"] == 1
+    assert rows["disconnections", "by_reason", "USER_REQUEST"] == 1
+    assert rows["invoices_issued", "count", ""] == len(invoices)
+    assert rows["invoices_issued", "amount_paise", ""] == sum(i["total_paise"] for i in invoices)
+    assert rows["payments_by_method", "count", "UPI"] == 1
+    assert rows["staff_actions", "calls", "agent:agent-audit"] == 2
 
 
 def _ist_months(start: datetime, end: datetime) -> list[str]:

@@ -196,15 +196,20 @@ def test_only_the_audit_worker_may_put_audit_records(resources: Resources) -> No
             assert denied >= PUTTING, role
 
 
-def test_the_audit_worker_may_put_items_in_the_table(resources: Resources) -> None:
+def test_the_audit_worker_may_put_and_read_audit_items_only(resources: Resources) -> None:
     (table,) = of_type(resources, "AWS::DynamoDB::Table")
-    allowed = [
+    on_the_table = [
         statement
         for statement in _role_statements(resources, _role_of(resources, WORKER))
-        if statement["Effect"] == "Allow" and "dynamodb:PutItem" in _actions(statement)
+        if statement["Effect"] == "Allow"
+        and any(action.startswith("dynamodb:") for action in _actions(statement))
     ]
 
-    assert any({"Fn::GetAtt": [table, "Arn"]} in _walk(s["Resource"]) for s in allowed)
+    (grant,) = on_the_table
+    assert set(_actions(grant)) == {"dynamodb:PutItem", "dynamodb:GetItem"}
+    assert {"Fn::GetAtt": [table, "Arn"]} in _walk(grant["Resource"])
+    leading = grant["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+    assert leading == "AUDIT*" or leading == ["AUDIT*"]
 
 
 @pytest.mark.parametrize("handler", [API, REPORT])

@@ -358,6 +358,11 @@ def test_a_cursor_from_another_range_or_user_is_a_422(
         {"user_id": "u1; DROP"},
         {"actor": "nobody"},
         {"from": "yesterday"},
+        # Years whose way to UTC overflows, or whose keys would not sort by time.
+        {"from": "0001-01-01T00:00:00+05:30", "to": "0001-01-02T00:00:00+05:30"},
+        {"to": "0001-01-03T00:00:00Z"},
+        {"to": "9999-12-31T23:00:00-05:00"},
+        {"from": "0999-12-01T00:00:00Z", "to": "1000-01-15T00:00:00Z"},
     ],
 )
 def test_a_bad_query_is_a_422_with_the_api_error_body(trail: Trail, query: dict[str, str]) -> None:

@@ -375,3 +375,36 @@ def test_the_record_of_a_staff_action_names_the_call() -> None:
     assert record.after == {"http_status": 200}
     assert record.occurred_at == T0 + timedelta(seconds=3)
     assert uuid.UUID(hex=record.audit_id)
+
+
+def test_a_phone_number_typed_as_the_user_id_stays_out_of_the_record() -> None:
+    """An agent who types the customer's number where the user id goes: the call
+    is audited, its subject is not (an audit record can never be scrubbed)."""
+    event = api_event(
+        "POST",
+        f"/service-control/block/{MSISDN}",
+        resource="/service-control/block/{user_id}",
+        caller=AGENT,
+        path_parameters={"user_id": MSISDN},
+    )
+    action = staff_action(event, _principal(AGENT), 404, T0)
+    assert action is not None
+
+    record = record_of_event(delivered_one(action))
+
+    assert record.user_id is None
+    assert "user_id" in record.omitted
+    assert (record.action, record.after) == (
+        "POST /service-control/block/{user_id}",
+        {"http_status": 404},
+    )
+    assert MSISDN not in record_json(record)
+
+
+def test_an_actor_whose_name_is_personal_data_is_withheld() -> None:
+    detail = {"actor": f"subscriber:{MSISDN}", "status": "TEMP_BLOCKED"}
+
+    record = record_of_event(_event_with(detail))
+
+    assert (record.actor, record.role) == ("subscriber:withheld", ActorRole.SUBSCRIBER)
+    assert MSISDN not in record_json(record)

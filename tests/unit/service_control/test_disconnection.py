@@ -523,6 +523,24 @@ def test_escalate_records_the_failure_cause(world: World) -> None:
     assert record(world, disc_id).history[-1].detail == "HLR rejected the order"
 
 
+def test_a_retried_escalation_is_one_step_and_one_event(world: World) -> None:
+    """Step Functions may run the Escalate task again: the trail and the compliance
+    report must see one escalation, announced under one event id."""
+    world.add_line()
+    disc_id = request(world).disconnection_id
+    error = {"Error": "NetworkPermanentError", "Cause": "HLR rejected the order"}
+
+    world.disconnections.escalate(disc_id, error)
+    world.disconnections.escalate(disc_id, error)
+
+    steps = [entry.step for entry in record(world, disc_id).history]
+    assert steps.count("Escalate") == 1
+    announced = world.events.of_type("DisconnectionEscalated")
+    assert len(announced) == 2  # announced again in case the first try stopped short
+    assert {event.event_id for event in announced} == {f"DisconnectionEscalated-{disc_id}-1"}
+    assert announced[0].detail["status"] == "ESCALATED"
+
+
 # --- inactivity --------------------------------------------------------------------------
 
 
