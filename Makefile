@@ -16,7 +16,7 @@ PYTEST := $(PY) -m pytest -q
 
 help:
 	@echo "make run     start the whole system locally (moto, no Docker, no AWS account)"
-	@echo "make test    lint + every test (unit, integration, infra, local runtime, e2e + quick fuzz)"
+	@echo "make test    lint + every test (unit, integration, infra, local runtime, e2e, quick fuzz)"
 	@echo "make fuzz    schemathesis over every API operation, the long random profile (minutes)"
 	@echo "make bench   benchmarks (cold start, ...)"
 	@echo "make synth   synthesize the CloudFormation template into cdk.out/"
@@ -40,7 +40,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint test-unit test-integration test-infra test-local test-e2e
+test: lint test-unit test-integration test-infra test-local test-e2e test-fuzz
 
 test-unit: $(STAMP)
 	$(PYTEST) tests/unit
@@ -55,13 +55,11 @@ test-infra: $(STAMP)
 test-local: $(STAMP)
 	$(PYTEST) tests/local
 
-# e2e and the quick fuzz run (schemathesis over every operation of the local runtime's
-# OpenAPI document, on a runtime of its own) on two workers: the tests of one runtime
-# stay on one worker (tests/e2e/conftest.py), so two runtimes run side by side.
 test-e2e: $(STAMP)
-	$(PYTEST) -n 2 --dist loadgroup tests/e2e tests/fuzz
+	$(PYTEST) tests/e2e
 
-# The quick fuzz run alone; `make fuzz` is the long random profile.
+# Schemathesis over every operation of the local runtime's OpenAPI document (its own
+# runtime): the quick deterministic profile here, the long random one in `make fuzz`.
 test-fuzz: $(STAMP)
 	$(PYTEST) tests/fuzz
 

@@ -174,19 +174,3 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30, what: str = "con
 
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
-
-
-RUNTIME_FIXTURES = ("local_system", "months_system", "fixture_system")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """With ``-n 2 --dist loadgroup`` (make test-e2e, with tests/fuzz) the tests of
-    one runtime stay on one worker, so each runtime starts once, and two run side by
-    side: a test's group is the session runtime it uses, or its module (a module
-    with a runtime of its own: the audit trail's, the fuzz run's)."""
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        runtime = next((name for name in RUNTIME_FIXTURES if name in fixtures), None)
-        module = getattr(item, "module", None)
-        group = runtime or (module.__name__ if module else item.nodeid)
-        item.add_marker(pytest.mark.xdist_group(group))
