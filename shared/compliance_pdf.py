@@ -9,27 +9,22 @@ Like the invoice (:mod:`shared.invoice_pdf`): standard Helvetica (amounts read
 from __future__ import annotations
 
 from datetime import timedelta
-from io import BytesIO
 from itertools import groupby
 from typing import Any
-from xml.sax.saxutils import escape
 
 from reportlab.lib import colors  # type: ignore[import-untyped]
-from reportlab.lib.pagesizes import A4  # type: ignore[import-untyped]
-from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet  # type: ignore[import-untyped]
+from reportlab.lib.styles import ParagraphStyle  # type: ignore[import-untyped]
 from reportlab.lib.units import mm  # type: ignore[import-untyped]
 from reportlab.platypus import (  # type: ignore[import-untyped]
-    Paragraph,
-    SimpleDocTemplate,
     Spacer,
     Table,
     TableStyle,
 )
 
 from shared.invoice_pdf import pdf_amount, pdf_date
+from shared.pdf import BODY, CREATOR, TITLE, a4_pdf, para
 from shared.services.compliance_report import ComplianceReport, Row, report_rows
 
-AUTHOR = "TB-CSS"
 _MONTH_NAMES = (
     "January", "February", "March", "April", "May", "June", "July", "August",
     "September", "October", "November", "December",
@@ -56,11 +51,8 @@ _TITLES = {
 _UNLABELLED = frozenset({"count", "by_reason", "by_outcome", "calls_by_action"})
 _METRICS = {"amount_paise": "amount", "tax_paise": "tax"}
 
-_STYLES = getSampleStyleSheet()
-_BODY = ParagraphStyle("body", parent=_STYLES["Normal"], fontName="Helvetica", fontSize=9)
-_TITLE = ParagraphStyle("title", parent=_STYLES["Title"], fontName="Helvetica-Bold", fontSize=16)
 _HEAD = ParagraphStyle(
-    "head", parent=_BODY, fontName="Helvetica-Bold", fontSize=10, spaceBefore=4 * mm
+    "head", parent=BODY, fontName="Helvetica-Bold", fontSize=10, spaceBefore=4 * mm
 )
 _GRID = TableStyle(
     [
@@ -69,10 +61,6 @@ _GRID = TableStyle(
         ("ALIGN", (-1, 0), (-1, -1), "RIGHT"),
     ]
 )
-
-
-def _para(text: str, style: ParagraphStyle = _BODY) -> Paragraph:
-    return Paragraph(escape(text), style)
 
 
 def month_title(label: str) -> str:
@@ -96,9 +84,9 @@ def _label(row: Row) -> str:
 
 
 def _section(section: str, rows: list[Row]) -> list[Any]:
-    shown = [[_para(_label(row)), _value(row)] for row in rows if "rupees" not in row.metric]
+    shown = [[para(_label(row)), _value(row)] for row in rows if "rupees" not in row.metric]
     table = Table(shown, colWidths=[140 * mm, 40 * mm], style=_GRID, hAlign="LEFT")
-    return [_para(_TITLES.get(section, section), _HEAD), table]
+    return [para(_TITLES.get(section, section), _HEAD), table]
 
 
 def _heading(report: ComplianceReport) -> list[Any]:
@@ -107,32 +95,18 @@ def _heading(report: ComplianceReport) -> list[Any]:
     last = (report.period_end - timedelta(microseconds=1)).date()
     scope = "" if report.complete else " (before the month ended: partial)"
     return [
-        _para(f"Compliance report: {month_title(report.month)} ({report.month})", _TITLE),
-        _para(f"Period: {pdf_date(first)} to {pdf_date(last)} (IST)"),
-        _para(f"Generated: {pdf_date(generated.date())} {generated:%H:%M} IST{scope}"),
-        _para(f"Audit records counted: {report.records}"),
+        para(f"Compliance report: {month_title(report.month)} ({report.month})", TITLE),
+        para(f"Period: {pdf_date(first)} to {pdf_date(last)} (IST)"),
+        para(f"Generated: {pdf_date(generated.date())} {generated:%H:%M} IST{scope}"),
+        para(f"Audit records counted: {report.records}"),
         Spacer(1, 2 * mm),
     ]
 
 
 def render_compliance_pdf(report: ComplianceReport) -> bytes:
-    buffer = BytesIO()
-    document = SimpleDocTemplate(
-        buffer,
-        pagesize=A4,
-        leftMargin=15 * mm,
-        rightMargin=15 * mm,
-        topMargin=15 * mm,
-        bottomMargin=15 * mm,
-        title=f"Compliance report {report.month}",
-        author=AUTHOR,
-        subject=f"Compliance report {report.month}",
-        creator=AUTHOR,
-        invariant=True,  # fixed creation date and document id: same report, same bytes
-    )
     story = _heading(report)
     body = (row for row in report_rows(report) if row.section != "report")
     for section, rows in groupby(body, key=lambda row: row.section):
         story += _section(section, list(rows))
-    document.build(story)
-    return buffer.getvalue()
+    title = f"Compliance report {report.month}"
+    return a4_pdf(story, title=title, author=CREATOR, subject=title)

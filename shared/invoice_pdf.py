@@ -15,18 +15,13 @@ Choices:
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from io import BytesIO
 from typing import Any
-from xml.sax.saxutils import escape
 
 from pydantic import BaseModel, ConfigDict, Field
 from reportlab.lib import colors  # type: ignore[import-untyped]
-from reportlab.lib.pagesizes import A4  # type: ignore[import-untyped]
-from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet  # type: ignore[import-untyped]
+from reportlab.lib.styles import ParagraphStyle  # type: ignore[import-untyped]
 from reportlab.lib.units import mm  # type: ignore[import-untyped]
 from reportlab.platypus import (  # type: ignore[import-untyped]
-    Paragraph,
-    SimpleDocTemplate,
     Spacer,
     Table,
     TableStyle,
@@ -35,6 +30,7 @@ from reportlab.platypus import (  # type: ignore[import-untyped]
 from shared.billing import Invoice, InvoiceLine, TaxLine
 from shared.clock import to_ist
 from shared.money import PAISE_PER_RUPEE, format_inr
+from shared.pdf import BODY, TITLE, a4_pdf, para
 from shared.validation import region
 
 SAC_TELECOM = "9984"  # SAC group: telecommunications services
@@ -115,11 +111,8 @@ def amount_in_words(paise: int) -> str:
 
 # --- flowables ---------------------------------------------------------------------
 
-_STYLES = getSampleStyleSheet()
-_BODY = ParagraphStyle("body", parent=_STYLES["Normal"], fontName="Helvetica", fontSize=9)
-_SMALL = ParagraphStyle("small", parent=_BODY, fontSize=8, textColor=colors.grey)
-_TITLE = ParagraphStyle("title", parent=_STYLES["Title"], fontName="Helvetica-Bold", fontSize=16)
-_HEAD = ParagraphStyle("head", parent=_BODY, fontName="Helvetica-Bold", fontSize=10)
+_SMALL = ParagraphStyle("small", parent=BODY, fontSize=8, textColor=colors.grey)
+_HEAD = ParagraphStyle("head", parent=BODY, fontName="Helvetica-Bold", fontSize=10)
 _GRID = TableStyle(
     [
         ("FONT", (0, 0), (-1, -1), "Helvetica", 9),
@@ -139,10 +132,6 @@ _KEY_VALUE = TableStyle(
 )
 
 
-def _para(text: str, style: ParagraphStyle = _BODY) -> Paragraph:
-    return Paragraph(escape(text), style)
-
-
 def _place_text(state: str) -> str:
     area = region(state)
     return f"{area.name} ({area.gst_code})"
@@ -151,18 +140,18 @@ def _place_text(state: str) -> str:
 def _header(invoice: Invoice, operator: OperatorDetails) -> list[Any]:
     number = invoice.invoice_number or ""
     seller = [
-        _para(operator.name, _HEAD),
-        *(_para(line) for line in operator.address),
-        _para(f"GSTIN: {operator.gstin}"),
-        _para(f"State: {_place_text(operator.state)}"),
+        para(operator.name, _HEAD),
+        *(para(line) for line in operator.address),
+        para(f"GSTIN: {operator.gstin}"),
+        para(f"State: {_place_text(operator.state)}"),
     ]
     customer = invoice.subscriber
     buyer = [
-        _para("Bill to", _HEAD),
-        _para(customer.name or customer.user_id),
-        *([_para(f"Mobile: {customer.msisdn}")] if customer.msisdn else []),
-        _para(f"Customer id: {customer.user_id}"),
-        _para(f"Place of supply: {_place_text(invoice.place_of_supply_state)}"),
+        para("Bill to", _HEAD),
+        para(customer.name or customer.user_id),
+        *([para(f"Mobile: {customer.msisdn}")] if customer.msisdn else []),
+        para(f"Customer id: {customer.user_id}"),
+        para(f"Place of supply: {_place_text(invoice.place_of_supply_state)}"),
     ]
     details = Table(
         [
@@ -177,7 +166,7 @@ def _header(invoice: Invoice, operator: OperatorDetails) -> list[Any]:
         style=_KEY_VALUE,
     )
     parties = Table([[seller, buyer]], colWidths=[90 * mm, 90 * mm], style=_KEY_VALUE)
-    return [_para("TAX INVOICE", _TITLE), parties, Spacer(1, 4 * mm), details]
+    return [para("TAX INVOICE", TITLE), parties, Spacer(1, 4 * mm), details]
 
 
 def _line_period(line: InvoiceLine) -> str:
@@ -190,7 +179,7 @@ def _line_period(line: InvoiceLine) -> str:
 def _lines_table(invoice: Invoice) -> Table:
     rows: list[list[Any]] = [["Description", "Period", "Quantity", "Amount"]]
     rows += [
-        [_para(line.description), _line_period(line), line.quantity or "",
+        [para(line.description), _line_period(line), line.quantity or "",
          pdf_amount(line.amount_paise)]
         for line in invoice.lines
     ]  # fmt: skip
@@ -229,20 +218,20 @@ def _carry_note(invoice: Invoice) -> list[Any]:
         parts.append(f"credit note balance {pdf_amount(carry.credit_note_paise)} (before tax)")
     if carry.credit_paise:
         parts.append(f"credit {pdf_amount(carry.credit_paise)}")
-    return [_para("Carried to your next invoice: " + "; ".join(parts) + ".")]
+    return [para("Carried to your next invoice: " + "; ".join(parts) + ".")]
 
 
 def _how_to_pay(invoice: Invoice, operator: OperatorDetails) -> list[Any]:
     due = pdf_date(invoice.due_date)
     return [
-        _para("How to pay", _HEAD),
-        _para(f"Pay {pdf_amount(invoice.total_paise)} by {due}."),
-        _para(f"UPI: {operator.upi_id}"),
-        _para(f"Online: {operator.payment_url}"),
-        _para(operator.late_fee_note),
-        *([_para(f"Help: {operator.support}")] if operator.support else []),
+        para("How to pay", _HEAD),
+        para(f"Pay {pdf_amount(invoice.total_paise)} by {due}."),
+        para(f"UPI: {operator.upi_id}"),
+        para(f"Online: {operator.payment_url}"),
+        para(operator.late_fee_note),
+        *([para(f"Help: {operator.support}")] if operator.support else []),
         Spacer(1, 4 * mm),
-        _para("This is a computer-generated invoice and needs no signature.", _SMALL),
+        para("This is a computer-generated invoice and needs no signature.", _SMALL),
     ]
 
 
@@ -250,30 +239,20 @@ def render_invoice_pdf(invoice: Invoice, operator: OperatorDetails) -> bytes:
     """The issued invoice (it must carry its GST number) as PDF bytes."""
     if invoice.invoice_number is None:
         raise ValueError("only an issued invoice (with its invoice number) can be rendered")
-    buffer = BytesIO()
-    document = SimpleDocTemplate(
-        buffer,
-        pagesize=A4,
-        leftMargin=15 * mm,
-        rightMargin=15 * mm,
-        topMargin=15 * mm,
-        bottomMargin=15 * mm,
-        title=f"Invoice {invoice.invoice_number}",
-        author=operator.name,
-        subject=f"Invoice {invoice.invoice_id}",
-        creator="TB-CSS",
-        invariant=True,  # fixed creation date and document id: same invoice, same bytes
-    )
     story = [
         *_header(invoice, operator),
         Spacer(1, 6 * mm),
         _lines_table(invoice),
         Spacer(1, 4 * mm),
         _totals_table(invoice),
-        _para(amount_in_words(invoice.total_paise), _SMALL),
+        para(amount_in_words(invoice.total_paise), _SMALL),
         Spacer(1, 4 * mm),
         *_carry_note(invoice),
         *_how_to_pay(invoice, operator),
     ]
-    document.build(story)
-    return buffer.getvalue()
+    return a4_pdf(
+        story,
+        title=f"Invoice {invoice.invoice_number}",
+        author=operator.name,
+        subject=f"Invoice {invoice.invoice_id}",
+    )

@@ -25,6 +25,7 @@ from tests.infra.test_stack_template import (
     _walk,
     function_named,
     of_type,
+    role_statements,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,17 +149,6 @@ def test_the_audit_rule_feeds_the_audit_queue_with_a_dlq_and_the_worker_reports_
 # --- records are immutable -------------------------------------------------------------------
 
 
-def _role_statements(resources: Resources, role_name: str) -> list[dict[str, Any]]:
-    role = resources[role_name]["Properties"]
-    statements: list[dict[str, Any]] = []
-    for inline in role.get("Policies", []):
-        statements += inline["PolicyDocument"]["Statement"]
-    for policy in of_type(resources, "AWS::IAM::Policy").values():
-        if {"Ref": role_name} in policy.get("Roles", []):
-            statements += policy["PolicyDocument"]["Statement"]
-    return statements
-
-
 def _denied_on_audit_items(statements: list[dict[str, Any]]) -> set[str]:
     denied: set[str] = set()
     for statement in statements:
@@ -181,7 +171,7 @@ def test_every_role_of_the_stack_is_denied_changing_or_deleting_audit_records(
     assert len(roles) > 10  # the functions', the workflows', the API's...
 
     for role in roles:
-        denied = _denied_on_audit_items(_role_statements(resources, role))
+        denied = _denied_on_audit_items(role_statements(resources, role))
         assert denied >= TAMPERING, role
 
 
@@ -189,7 +179,7 @@ def test_only_the_audit_worker_may_put_audit_records(resources: Resources) -> No
     worker = _role_of(resources, WORKER)
 
     for role in of_type(resources, "AWS::IAM::Role"):
-        denied = _denied_on_audit_items(_role_statements(resources, role))
+        denied = _denied_on_audit_items(role_statements(resources, role))
         if role == worker:
             assert not denied & PUTTING
         else:
@@ -200,7 +190,7 @@ def test_the_audit_worker_may_put_and_read_audit_items_only(resources: Resources
     (table,) = of_type(resources, "AWS::DynamoDB::Table")
     on_the_table = [
         statement
-        for statement in _role_statements(resources, _role_of(resources, WORKER))
+        for statement in role_statements(resources, _role_of(resources, WORKER))
         if statement["Effect"] == "Allow"
         and any(action.startswith("dynamodb:") for action in _actions(statement))
     ]
@@ -216,7 +206,7 @@ def test_the_audit_worker_may_put_and_read_audit_items_only(resources: Resources
 def test_the_readers_of_the_trail_may_not_write_to_the_table(
     resources: Resources, handler: str
 ) -> None:
-    for statement in _role_statements(resources, _role_of(resources, handler)):
+    for statement in role_statements(resources, _role_of(resources, handler)):
         if statement["Effect"] != "Allow":
             continue
         writes = {a for a in _actions(statement) if a in TAMPERING | PUTTING or a == "dynamodb:*"}

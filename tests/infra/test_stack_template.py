@@ -231,9 +231,8 @@ def test_the_event_bus_has_a_fixed_name(resources: Resources) -> None:
 # --- least privilege ---------------------------------------------------------------------
 
 
-def _statements_of(resources: Resources, function_handler: str) -> list[dict[str, Any]]:
-    _, fn = function_named(resources, function_handler)
-    role_name = fn["Role"]["Fn::GetAtt"][0]
+def role_statements(resources: Resources, role_name: str) -> list[dict[str, Any]]:
+    """Every statement of a role: its inline policies and the policies attached to it."""
     role = resources[role_name]["Properties"]
     statements: list[dict[str, Any]] = []
     for inline in role.get("Policies", []):
@@ -241,9 +240,17 @@ def _statements_of(resources: Resources, function_handler: str) -> list[dict[str
     for policy in of_type(resources, "AWS::IAM::Policy").values():
         if {"Ref": role_name} in policy.get("Roles", []):
             statements += policy["PolicyDocument"]["Statement"]
-    assert role.get("ManagedPolicyArns", []) == []  # its own log group, not every one
-    # What it is allowed: every role also carries the audit trail's Deny
-    # (tests/infra/test_audit_template.py).
+    return statements
+
+
+def _statements_of(resources: Resources, function_handler: str) -> list[dict[str, Any]]:
+    """What a function's role is allowed: every role also carries the audit trail's
+    Deny (tests/infra/test_audit_template.py)."""
+    _, fn = function_named(resources, function_handler)
+    role_name = fn["Role"]["Fn::GetAtt"][0]
+    # Its own log group, not every one.
+    assert resources[role_name]["Properties"].get("ManagedPolicyArns", []) == []
+    statements = role_statements(resources, role_name)
     return [statement for statement in statements if statement.get("Effect") == "Allow"]
 
 

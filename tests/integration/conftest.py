@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto import mock_aws  # before the handlers: moto must hook botocore first
 
 from functions.plans import handler as plans_handler
@@ -53,18 +54,18 @@ class Aws:
 
     def published(self) -> list[dict[str, Any]]:
         """Every event delivered to the bus so far (drains the queue)."""
-        seen: list[dict[str, Any]] = []
-        while True:
-            batch = self.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages", [])
-            if not batch:
-                return seen
+        return [json.loads(record["body"]) for record in self.drain(self.queue_url)]
+
+    def drain(self, queue_url: str) -> list[dict[str, Any]]:
+        """Every message on the queue (removed from it), as Lambda's SQS records."""
+        records: list[dict[str, Any]] = []
+        while batch := self.sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        ).get("Messages", []):
             for message in batch:
-                seen.append(json.loads(message["Body"]))
-                self.sqs.delete_message(
-                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+                records.append(sqs_record(message["MessageId"], message["Body"]))
+                self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return records
 
     def items(self, pk: str) -> list[dict[str, Any]]:
         response = self.dynamodb.query(
@@ -78,6 +79,39 @@ class Aws:
 
     def sort_keys(self, pk: str) -> list[str]:
         return [item["SK"]["S"] for item in self.items(pk)]
+
+
+def sqs_record(message_id: str, body: str) -> dict[str, Any]:
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"rh-{message_id}",
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1764064800000",
+            "SenderId": "AIDA",
+            "ApproximateFirstReceiveTimestamp": "1764064800000",
+        },
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:tbcss-test-queue",
+        "awsRegion": REGION,
+    }
+
+
+def redelivered(
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]],
+    records: list[dict[str, Any]],
+    function_name: str,
+) -> list[str]:
+    """One invocation of an SQS worker over the records: the message ids SQS will
+    deliver again (all of them when every record failed and the invocation did)."""
+    try:
+        result = handler({"Records": records}, lambda_context(function_name))
+    except BatchProcessingError:
+        return [record["messageId"] for record in records]
+    return [failure["itemIdentifier"] for failure in result.get("batchItemFailures", [])]
 
 
 def create_table(client: Any, name: str) -> None:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from functions.audit import handler as audit_api
 from functions.audit import worker as audit_worker
@@ -24,8 +23,7 @@ from shared.service_control import BlockReason, ServiceState
 from shared.services.service_control import StatusChange, status_events
 from shared.stores.audit import DynamoAuditStore
 from tests.apigw import Caller, HttpResult, api_event, lambda_context, parse_response
-from tests.integration.conftest import T0, Api, Aws, MakeSubscriber
-from tests.integration.test_billing.conftest import sqs_record
+from tests.integration.conftest import T0, Api, Aws, MakeSubscriber, redelivered, sqs_record
 
 # What the deployed audit rule takes off the bus (infra/audit.py; tests/infra checks
 # that list covers every module's source).
@@ -46,24 +44,11 @@ class Trail:
 
     def receive(self) -> list[dict[str, Any]]:
         """The audit queue's messages (removed from it), as Lambda SQS records."""
-        records: list[dict[str, Any]] = []
-        while batch := self.aws.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-        ).get("Messages", []):
-            for message in batch:
-                records.append(sqs_record(message["MessageId"], message["Body"]))
-                self.aws.sqs.delete_message(
-                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
-        return records
+        return self.aws.drain(self.queue_url)
 
     def work(self, records: list[dict[str, Any]]) -> list[str]:
         """One worker invocation; the message ids SQS will deliver again."""
-        try:
-            result = audit_worker.handler({"Records": records}, lambda_context("audit-worker"))
-        except BatchProcessingError:
-            return [record["messageId"] for record in records]
-        return [failure["itemIdentifier"] for failure in result.get("batchItemFailures", [])]
+        return redelivered(audit_worker.handler, records, "audit-worker")
 
     def deliver(self, *events: DomainEvent) -> None:
         """Publish; the worker consumes what the rule delivered, all of it."""

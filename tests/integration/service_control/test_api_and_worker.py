@@ -20,7 +20,6 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from functions.activation import wiring as activation_wiring
 from functions.billing import wiring as billing_wiring
@@ -51,14 +50,13 @@ from shared.stores.billing import DynamoBillingStore
 from tests.activation_data import iccid as make_iccid
 from tests.activation_data import next_serial
 from tests.apigw import ACCOUNT, Caller, HttpResult, api_event, lambda_context, parse_response
-from tests.integration.conftest import REGION, T0, Aws
+from tests.integration.conftest import REGION, T0, Aws, redelivered, sqs_record
 from tests.integration.service_control.conftest import (
     MakeLine,
     put_claim,
     put_invoice,
     put_otp,
 )
-from tests.integration.test_billing.conftest import sqs_record
 
 LINES = "/tbcss/test/simulator/lines"
 KNOBS = "/tbcss/test/simulator-knobs"
@@ -151,18 +149,7 @@ class System:
 
     def receive(self) -> list[dict[str, Any]]:
         """The service-control queue's messages (removed from it), as Lambda SQS records."""
-        records: list[dict[str, Any]] = []
-        while True:
-            batch = self.aws.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages", [])
-            if not batch:
-                return records
-            for message in batch:
-                records.append(sqs_record(message["MessageId"], message["Body"]))
-                self.aws.sqs.delete_message(
-                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+        return self.aws.drain(self.queue_url)
 
     def deliver(self, *events: DomainEvent) -> list[dict[str, Any]]:
         """Publish on the bus; the records the rule put on the service-control queue."""
@@ -173,12 +160,7 @@ class System:
 
     def work(self, records: list[dict[str, Any]]) -> list[str]:
         """One worker invocation over the records; the ids SQS will deliver again."""
-        try:
-            result = sc_worker.handler({"Records": records}, lambda_context("tbcss-test-sc-worker"))
-        except BatchProcessingError:
-            # Every record failed: the invocation fails and the whole batch returns.
-            return [record["messageId"] for record in records]
-        return [failure["itemIdentifier"] for failure in result.get("batchItemFailures", [])]
+        return redelivered(sc_worker.handler, records, "tbcss-test-sc-worker")
 
     def sweep(self, day: date) -> dict[str, Any]:
         event = {"sweep": "inactivity", "date": day.isoformat()}

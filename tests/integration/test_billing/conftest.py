@@ -57,18 +57,7 @@ class Billing:
 
     def receive(self) -> list[dict[str, Any]]:
         """Every message on the billing queue (removed from it), as SQS records."""
-        records: list[dict[str, Any]] = []
-        while True:
-            batch = self.aws.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages", [])
-            if not batch:
-                return records
-            for message in batch:
-                records.append(sqs_record(message["MessageId"], message["Body"]))
-                self.aws.sqs.delete_message(
-                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+        return self.aws.drain(self.queue_url)
 
     def work(self, records: list[dict[str, Any]]) -> list[str]:
         """Runs the worker over the records, ten per invocation; failed message ids."""
@@ -101,25 +90,6 @@ class Billing:
 
     def get(self, path: str, resource: str, who: Caller) -> HttpResult:
         return parse_response(self.api("GET", path, resource, who))
-
-
-def sqs_record(message_id: str, body: str) -> dict[str, Any]:
-    return {
-        "messageId": message_id,
-        "receiptHandle": f"rh-{message_id}",
-        "body": body,
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": "1764064800000",
-            "SenderId": "AIDA",
-            "ApproximateFirstReceiveTimestamp": "1764064800000",
-        },
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:billing-tasks",
-        "awsRegion": REGION,
-    }
 
 
 @pytest.fixture
