@@ -14,11 +14,8 @@ overrides the size.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -38,16 +35,14 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
 import boto3
-import moto.dynamodb.models.table as moto_table
 from moto import mock_aws
 
-from bench.rating import (  # moto's whole-table backup per transaction, request counting
-    RequestCounter,
-    _LightTransactionBackup,
-)
+from bench.rating import RequestCounter
+from bench.results import Figure, write_results
 from functions.billing import schedule as billing_schedule
 from functions.billing import wiring
 from functions.billing import worker as billing_worker
+from infra.local import moto_speedups
 from shared import db
 from shared.catalog import seed_plans
 from shared.models import Subscriber, SubscriberStatus, SubscriberType, Subscription
@@ -63,35 +58,6 @@ SUBSCRIBERS = int(os.environ.get("BENCH_SUBSCRIBERS", "2000"))
 BILL_DATE = date(2026, 12, 1)
 PLAN_START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 TARGET_REQUESTS_PER_INVOICE = 8
-
-
-@contextmanager
-def partition_queries() -> Iterator[None]:
-    """moto answers a base-table Query by sorting EVERY item of the table and then
-    filtering on the partition key: O(table) per request, which makes this bench
-    quadratic in moto time. During a base-table Query, ``all_items`` yields only
-    the queried partition (the result and the request count are unchanged; GSI
-    queries keep moto's full path)."""
-    original = moto_table.Table.query
-    signature = inspect.signature(original)
-
-    def query(table: Any, *args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(table, *args, **kwargs)
-        hash_key = bound.arguments.get("hash_key")
-        if bound.arguments.get("index_name") or hash_key is None:
-            return original(table, *args, **kwargs)
-        partition = list(table.items.get(hash_key, {}).values())
-        table.all_items = lambda: partition
-        try:
-            return original(table, *args, **kwargs)
-        finally:
-            del table.all_items
-
-    moto_table.Table.query = query  # type: ignore[method-assign,assignment]
-    try:
-        yield
-    finally:
-        moto_table.Table.query = original  # type: ignore[method-assign]
 
 
 def seed(count: int) -> None:
@@ -136,7 +102,7 @@ def seed(count: int) -> None:
 
 
 def main() -> None:
-    with _LightTransactionBackup().installed(), partition_queries(), mock_aws():
+    with moto_speedups.installed(), mock_aws():
         create_table(boto3.client("dynamodb", region_name=REGION), os.environ["TABLE_NAME"])
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(
@@ -211,6 +177,16 @@ def main() -> None:
         print(f"DynamoDB requests per invoice: {per_invoice:.2f} (target <= {target})")
         for operation, calls in sorted(counter.calls.items()):
             print(f"  {operation:<20} {calls / max(1, issued):.2f}")
+        write_results(
+            "billing",
+            {"subscribers": SUBSCRIBERS, "bill_date": BILL_DATE.isoformat()},
+            [
+                Figure("invoices per second in the worker handler", issued / in_worker, "inv/s"),
+                Figure("invoices per second with moto's SQS receives", issued / elapsed, "inv/s"),
+                Figure("DynamoDB requests per invoice", per_invoice, "requests"),
+                Figure("bill run fan-out", fan_out, "s"),
+            ],
+        )
         if per_invoice > TARGET_REQUESTS_PER_INVOICE:
             raise SystemExit("over the request budget")
 

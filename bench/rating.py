@@ -15,7 +15,6 @@ per subscriber per cycle); the steady-state line leaves that warm-up out.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import math
 import os
@@ -43,13 +42,12 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 
 import boto3
 import botocore.session
-import moto.dynamodb.models as moto_dynamodb
-import moto.dynamodb.models.dynamo_type as moto_dynamo_type
-import moto.dynamodb.models.table as moto_table
 from moto import mock_aws
 
 from bench import rating_engine
+from bench.results import Figure, write_results
 from functions.usage import rating as rating_handler
+from infra.local import moto_speedups
 from shared import db
 from shared.catalog import seed_plans
 from shared.clock import FixedClock
@@ -95,13 +93,17 @@ class RequestCounter:
         self.calls.clear()
         self.write_units = 0
 
+    def register(self, events: Any) -> None:
+        """Hook into one new client's event emitter (subclasses add hooks)."""
+        events.register("before-parameter-build", self)
+
     @contextmanager
     def installed(self) -> Iterator[None]:
         original = botocore.session.Session.create_client
 
         def create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
             client = original(session, *args, **kwargs)
-            client.meta.events.register("before-parameter-build", self)
+            self.register(client.meta.events)
             return client
 
         botocore.session.Session.create_client = create_client  # type: ignore[method-assign,assignment]
@@ -126,64 +128,6 @@ def _item_bytes(item: dict[str, Any]) -> int:
         size += len(name.encode())
         size += len(raw) // 2 + 1 if kind == "N" else len(str(raw).encode())
     return size
-
-
-class _LightTransactionBackup:
-    """moto backs up the WHOLE table with ``copy.deepcopy`` before every
-    TransactWriteItems, to roll back a cancelled one: O(table size) time per
-    request (minutes for this bench). Installed, moto's backup becomes a no-op and
-    this wrapper saves only the items the transaction names and puts them back
-    if it is cancelled. Rollback stays exact; the requests are unchanged."""
-
-    def deepcopy(self, value: Any, memo: Any = None) -> Any:
-        if isinstance(value, moto_table.Table):
-            return value  # moto's "backup": the wrapper below rolls back instead
-        return copy.deepcopy(value, memo)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(copy, name)
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        backend_class = moto_dynamodb.DynamoDBBackend
-        original = backend_class.transact_write_items
-
-        def transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> None:
-            table = backend.get_table(os.environ["TABLE_NAME"])
-            saved = [_saved_item(table, item) for item in transact_items]
-            try:
-                original(backend, transact_items)
-            except Exception:
-                for hash_key, range_key, item in saved:
-                    _restore(table, hash_key, range_key, item)
-                raise
-
-        setattr(moto_dynamodb, "copy", self)  # noqa: B010 - moto's module-level import
-        setattr(backend_class, "transact_write_items", transact_write_items)  # noqa: B010
-        try:
-            yield
-        finally:
-            setattr(moto_dynamodb, "copy", copy)  # noqa: B010
-            setattr(backend_class, "transact_write_items", original)  # noqa: B010
-
-
-def _saved_item(table: Any, transact_item: dict[str, Any]) -> tuple[Any, Any, Any]:
-    (operation,) = transact_item.values()
-    key = operation.get("Key") or operation["Item"]
-    hash_key = moto_dynamo_type.DynamoType(key[db.PK])
-    range_key = moto_dynamo_type.DynamoType(key[db.SK])
-    item = (table.items.get(hash_key) or {}).get(range_key)
-    return hash_key, range_key, copy.deepcopy(item)
-
-
-def _restore(table: Any, hash_key: Any, range_key: Any, item: Any) -> None:
-    by_range = table.items.get(hash_key)
-    if item is not None:
-        table.items[hash_key][range_key] = item
-    elif by_range is not None:
-        by_range.pop(range_key, None)
-        if not by_range:
-            del table.items[hash_key]
 
 
 def create_resources() -> tuple[str, str]:
@@ -297,9 +241,9 @@ class _Context:
         return 60_000
 
 
-def run_handler(counter: RequestCounter) -> None:
+def run_handler(counter: RequestCounter) -> list[Figure]:
     rng = random.Random(SEED)
-    with counter.installed(), _LightTransactionBackup().installed(), mock_aws():
+    with counter.installed(), moto_speedups.installed(), mock_aws():
         table, queue_url = create_resources()
         db.bind_table(table, REGION)
         msisdns = seed_subscribers(rng)
@@ -327,7 +271,7 @@ def run_handler(counter: RequestCounter) -> None:
             result = rating_handler.handler(event, _Context())  # type: ignore[arg-type]
             failures += len(result["batchItemFailures"])
         seconds = time.perf_counter() - started
-    report(len(records), seconds, failures, counter, warm_calls, warm_wcu, warm_records)
+    return report(len(records), seconds, failures, counter, warm_calls, warm_wcu, warm_records)
 
 
 def report(  # noqa: PLR0917 - one line per figure printed
@@ -338,7 +282,7 @@ def report(  # noqa: PLR0917 - one line per figure printed
     warm_calls: Counter[str],
     warm_wcu: int,
     warm_records: int,
-) -> None:
+) -> list[Figure]:
     total = sum(counter.calls.values())
     steady = total - sum(warm_calls.values())
     steady_records = records - warm_records
@@ -355,9 +299,20 @@ def report(  # noqa: PLR0917 - one line per figure printed
     print(f"  WCU per CDR (computed)      : {counter.write_units / records:>10.2f} (whole run)")
     steady_wcu = (counter.write_units - warm_wcu) / steady_records
     print(f"                                {steady_wcu:>10.2f} (steady state)")
+    return [
+        Figure("throughput, real handler on in-process moto", records / seconds, "CDRs/s"),
+        Figure("DynamoDB requests per 1,000 CDRs, whole run", 1000 * total / records, "requests"),
+        Figure(
+            "DynamoDB requests per 1,000 CDRs, steady state",
+            1000 * steady / steady_records,
+            "requests",
+        ),
+        Figure("WCU per CDR (computed), steady state", steady_wcu, "WCU"),
+        Figure("records reported as failed", failures, "records"),
+    ]
 
 
-def engine_throughput() -> None:
+def engine_throughput() -> Figure:
     rng = random.Random(rating_engine.SEED)
     plans_by_user, balances, msisdns = rating_engine.subscribers(rng)
     user_ids = list(plans_by_user)
@@ -374,11 +329,19 @@ def engine_throughput() -> None:
         f"  pure engine, one core, no I/O: {len(batch) / seconds:>10,.0f} CDRs/s "
         f"({len(batch):,} CDRs, median of {rating_engine.RUNS})"
     )
+    return Figure("pure engine, one core, no I/O", len(batch) / seconds, "CDRs/s")
 
 
 def main() -> None:
-    run_handler(RequestCounter())
-    engine_throughput()
+    figures = run_handler(RequestCounter())
+    figures.append(engine_throughput())
+    parameters: dict[str, object] = {
+        "cdrs": CDRS,
+        "subscribers": SUBSCRIBERS,
+        "batch": BATCH,
+        "engine_cdrs": rating_engine.CDRS,
+    }
+    write_results("rating", parameters, figures)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from werkzeug.wrappers import Request, Response
 
 from infra.local.contracts import Invoker
 from infra.local.deploy import Deployment, FunctionSpec, GatewayResponseSpec, RouteSpec
+from infra.local.meter import UsageMeter
 from infra.local.serving import LOOPBACK, ThreadedServer
 from infra.local.workers import LocalSettings, worker_environment
 
@@ -42,6 +43,7 @@ DEFAULT_STATUS = {
     "DEFAULT_5XX": 500,
 }
 BEARER_SCHEME = "bearerAuth"
+UNKNOWN_ROUTE = "(no route)"  # how the meter labels requests matching no route
 
 
 class ControlPlane(Protocol):
@@ -420,9 +422,11 @@ class Gateway:
         invoker: Invoker,
         settings: LocalSettings,
         control: ControlPlane | None = None,
+        meter: UsageMeter | None = None,
     ) -> None:
         self.deployment = deployment
         self._invoker = invoker
+        self._meter = meter
         self._router = Router(deployment.routes)
         self._authorizers = TokenAuthorizers(invoker, deployment)
         self.openapi = OpenApiDocument(deployment, settings)
@@ -458,8 +462,10 @@ class Gateway:
         request_id = str(uuid.uuid4())
         match = self._router.match(request.path, request.method)
         if match is None:
+            self._metered(request.method, UNKNOWN_ROUTE, billed=False)
             return _error(404, "NOT_FOUND", "no such route", request_id)
         if isinstance(match, str):
+            self._metered(request.method, UNKNOWN_ROUTE, billed=False)
             allowed = ", ".join(self._router.methods_for(request.path))
             response = _error(405, "METHOD_NOT_ALLOWED", f"allowed: {allowed}", request_id)
             response.headers["Allow"] = allowed
@@ -469,8 +475,10 @@ class Gateway:
             try:
                 authorizer_context = self._authorizers.authorize(match.route, request)
             except Rejected as rejection:
+                self._metered(request.method, match.route.path, billed=False)
                 return self._gateway_response(rejection.response_type, request_id, "")
         if match.route.integration_function is None:
+            self._metered(request.method, match.route.path, billed=False)
             return self._gateway_response("DEFAULT_5XX", request_id, "no integration")
         event = proxy_event(
             request,
@@ -479,10 +487,17 @@ class Gateway:
             request_id=request_id,
             authorizer_context=authorizer_context,
         )
+        self._metered(request.method, match.route.path, billed=True)
         result = self._invoker.invoke(match.route.integration_function, event)
         if not result.ok or not isinstance(result.payload, dict):
             return self._bad_gateway(request_id)
         return _proxy_response(result.payload, request_id) or self._bad_gateway(request_id)
+
+    def _metered(self, method: str, route: str, *, billed: bool) -> None:
+        """API Gateway bills the requests it passes to the integration; not the
+        unauthorized ones, nor those matching no route."""
+        if self._meter is not None:
+            self._meter.record_api_request(f"{method} {route}", billed=billed)
 
     def _bad_gateway(self, request_id: str) -> Response:
         response = self._gateway_response("DEFAULT_5XX", request_id, "internal error")

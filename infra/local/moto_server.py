@@ -6,11 +6,14 @@ boto3, the AWS CLI, or moto's own Step Functions interpreter (which calls AWS
 at ``http://localhost:$MOTO_PORT``; :meth:`MotoServer.start` sets that variable
 to the real port). ``GET /_tbcss/sms`` lists the SMS moto's SNS has "sent"
 (how a developer reads an OTP locally). Every other request goes to moto's WSGI app.
+
+The shim also meters every AWS request (:mod:`infra.local.meter`), and the server
+installs :mod:`infra.local.moto_speedups` for its lifetime (a soak-sized table
+would make moto crawl otherwise).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -18,6 +21,7 @@ import re
 import threading
 import warnings
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
@@ -25,10 +29,11 @@ from urllib.parse import unquote
 import requests
 from werkzeug.wrappers import Request, Response
 
+from infra.local import moto_speedups
 from infra.local.contracts import InvocationType, Invoker
+from infra.local.meter import INVOKE_PATH, UsageMeter, buffered_body
 from infra.local.serving import LOOPBACK, ThreadedServer
 
-INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
 SMS_PATH = "/_tbcss/sms"
 LOCAL_NUMBER_DIGITS = 10  # an Indian mobile number without its country code
 MOTO_CONFIG = {"lambda": {"use_docker": False}, "stepfunctions": {"execute_state_machine": True}}
@@ -52,10 +57,12 @@ DYNAMODB_WRITES = frozenset(
 
 
 class InvokeShim:
-    """WSGI middleware: Lambda Invoke goes to the invoker, the rest to moto."""
+    """WSGI middleware: Lambda Invoke goes to the invoker, the rest to moto;
+    every AWS request is metered when there is a meter."""
 
-    def __init__(self, moto_app: WsgiApp) -> None:
+    def __init__(self, moto_app: WsgiApp, meter: UsageMeter | None = None) -> None:
         self._moto_app = moto_app
+        self._meter = meter
         self._invoker: Invoker | None = None
         self._known: set[str] | None = None
         self._put_events_listener: PutEventsListener | None = None
@@ -71,6 +78,22 @@ class InvokeShim:
         self._invoker = invoker
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        with self._exclusive(environ):
+            call = self._meter.observe(environ) if self._meter is not None else None
+            if call is None:
+                return self._dispatch(environ, start_response)
+            return call.finish(self._dispatch(environ, call.capture(start_response)))
+
+    def _exclusive(self, environ: dict[str, Any]) -> AbstractContextManager[object]:
+        """Table writes run one at a time, as they would on one table: a cancelled
+        transaction puts back the items it saved (moto_speedups), which would undo
+        a write made meanwhile; and the meter reads an item's size before and after
+        a write. The response is complete (a list) before the lock is released."""
+        if environ.get("HTTP_X_AMZ_TARGET") in DYNAMODB_WRITES:
+            return self._table_writes
+        return nullcontext()
+
+    def _dispatch(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         match = INVOKE_PATH.match(environ.get("PATH_INFO", ""))
         if match and environ.get("REQUEST_METHOD") == "POST" and self._invoker is not None:
             response = self._invoke(Request(environ), unquote(match["name"]))
@@ -80,18 +103,13 @@ class InvokeShim:
         if environ.get("PATH_INFO") == SMS_PATH and environ.get("REQUEST_METHOD") == "GET":
             return _sent_sms(Request(environ))(environ, start_response)
         if environ.get("HTTP_X_AMZ_TARGET") in DYNAMODB_WRITES:
-            # moto's TransactWriteItems deep-copies the table to roll back; a write
-            # from another thread meanwhile fails it ("dictionary changed size during
-            # iteration"), a 500 AWS never gives. One write at a time, as one table would.
-            with self._table_writes:
-                return list(self._moto_app(environ, start_response))
+            return list(self._moto_app(environ, start_response))  # under the write lock
         return self._moto_app(environ, start_response)  # type: ignore[no-any-return]
 
     def _put_events(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         """Let moto store and route the events, then hand them to the listener on
         another thread: EventBridge delivers asynchronously, after PutEvents returns."""
-        body = Request(environ).get_data()
-        environ["wsgi.input"] = io.BytesIO(body)
+        body = buffered_body(environ)
         status: list[str] = []
 
         def capture(code: str, headers: Any, exc_info: Any = None) -> Any:
@@ -203,13 +221,17 @@ def _quiet_moto() -> None:
 
 
 class MotoServer:
-    """moto + the Invoke shim, served by a threaded werkzeug server on loopback."""
+    """moto + the Invoke shim, served by a threaded werkzeug server on loopback.
+    While it runs, moto has the speedups installed and ``meter`` (if any) attached."""
 
-    def __init__(self, port: int = 0, host: str = LOOPBACK) -> None:
+    def __init__(
+        self, port: int = 0, host: str = LOOPBACK, meter: UsageMeter | None = None
+    ) -> None:
         self._host = host
         self._requested_port = port
         self._server: ThreadedServer | None = None
         self.shim: InvokeShim | None = None
+        self.meter = meter
 
     @property
     def port(self) -> int:
@@ -233,7 +255,10 @@ class MotoServer:
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 """One line per AWS call would drown the handlers' logs."""
 
-        self.shim = InvokeShim(DomainDispatcherApplication(create_backend_app))
+        moto_speedups.install()
+        if self.meter is not None:
+            self.meter.attach()
+        self.shim = InvokeShim(DomainDispatcherApplication(create_backend_app), self.meter)
         self._server = ThreadedServer(
             self.shim,
             port=self._requested_port,
@@ -258,11 +283,16 @@ class MotoServer:
         self.shim.on_put_events(listener)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
+        if self.shim is not None:
+            if self._server is not None:
+                self._server.stop()
             # moto keeps its state in this process's globals: a runtime started later
             # in the same process (tests) must not find this one's stack and tables.
             from moto.core.base_backend import BackendDict  # noqa: PLC0415 - loaded by start()
 
             BackendDict.reset()
+            if self.meter is not None:
+                self.meter.detach()
+            moto_speedups.uninstall()
         self._server = None
+        self.shim = None

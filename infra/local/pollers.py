@@ -41,8 +41,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import botocore.session
 
 from infra.local.contracts import InvocationResult, Invoker
+from infra.local.meter import runtime_client_config
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -89,15 +91,21 @@ class Arn:
 
 
 def local_session(endpoint_url: str | None) -> boto3.session.Session:
-    """A boto3 session for one thread. Against a local endpoint any credentials do:
-    take the environment's or dummy ones, without walking the credential chain
-    (whose instance-metadata probe costs seconds when nothing is configured)."""
+    """A boto3 session for one thread of the runtime's own machinery (pollers,
+    scheduler): AWS does this work itself, so its requests are metered as
+    unbilled (the User-Agent marker of :func:`~infra.local.meter.runtime_client_config`).
+    Against a local endpoint any credentials do: take the environment's or dummy
+    ones, without walking the credential chain (whose instance-metadata probe
+    costs seconds when nothing is configured)."""
     if not endpoint_url:
         return boto3.session.Session()
+    marked = botocore.session.Session()
+    marked.set_default_client_config(runtime_client_config())
     return boto3.session.Session(
         aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "local"),
         aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
         aws_session_token=os.environ.get("AWS_SESSION_TOKEN"),
+        botocore_session=marked,
     )
 
 

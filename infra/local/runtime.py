@@ -14,7 +14,9 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +26,12 @@ from typing import Any
 import boto3
 from pynamodb.exceptions import TransactWriteError
 
+from infra.local import faults
 from infra.local.clock import LocalClock
 from infra.local.deploy import DEFAULT_APP, Deployment, deploy
 from infra.local.gateway import Gateway, GatewayServer
 from infra.local.issuer import LocalIssuer
+from infra.local.meter import UsageMeter
 from infra.local.moto_server import MotoServer
 from infra.local.pollers import EventSourcePollers
 from infra.local.scheduler import PatternDelivery, Scheduler
@@ -81,13 +85,17 @@ class RuntimeOptions:
     # CDK context for the synth: short workflow retry intervals, so a demo or a test
     # sees a retry or an escalation in seconds (production keeps the stack defaults).
     context: dict[str, Any] = field(default_factory=lambda: dict(LOCAL_CONTEXT))
+    fault_plan: faults.FaultPlan | None = None  # the workers' faults at start (set_faults)
 
 
 class LocalRuntime:
     def __init__(self, options: RuntimeOptions | None = None) -> None:
         self.options = options or RuntimeOptions()
         self.state_dir = self.options.state_dir.resolve()
-        self.moto = MotoServer(port=self.options.moto_port)
+        # Every AWS request, Lambda invocation and API request, in billing units:
+        # ``runtime.meter.snapshot()``, and ``after - before`` per phase.
+        self.meter = UsageMeter()
+        self.moto = MotoServer(port=self.options.moto_port, meter=self.meter)
         self.issuer: LocalIssuer | None = None
         self.deployment: Deployment | None = None
         self.invoker: WorkerInvoker | None = None
@@ -104,6 +112,7 @@ class LocalRuntime:
         """Bring everything up; returns once the API accepts requests."""
         self._started_at = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        faults.reset(self.state_dir)  # a reused state dir: no old plan, no old record
         # The pollers' and scheduler's boto3 sessions need some credentials; moto
         # accepts any. Real ones, if set, stay (they are never sent anywhere but moto).
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
@@ -130,6 +139,7 @@ class LocalRuntime:
             context=self.options.context,
         )
         self._mark("deploy")
+        self.set_faults(self.options.fault_plan)
         settings = LocalSettings(
             endpoint_url=self.moto.endpoint_url,
             region=self.deployment.region,
@@ -142,9 +152,10 @@ class LocalRuntime:
             clock=self.clock,
             echo=self.options.echo,
             max_workers_per_function=self.options.max_workers_per_function,
+            meter=self.meter,
         )
         self.moto.set_invoker(self.invoker, [f.name for f in self.deployment.functions.values()])
-        gateway = Gateway(self.deployment, self.invoker, settings, control=self)
+        gateway = Gateway(self.deployment, self.invoker, settings, control=self, meter=self.meter)
         self.gateway = GatewayServer(gateway, self.options.port)
         self.gateway.start()
         gateway.openapi.warm_up()  # in the background: /swagger answers at once later
@@ -226,15 +237,15 @@ class LocalRuntime:
         assert self.deployment is not None
         table = next(iter(self.deployment.tables.values()))
         previous = current_table()
-        with _aws_environment(self.moto.endpoint_url, self.deployment.region):
+        with aws_environment(self.moto.endpoint_url, self.deployment.region):
             try:
-                seed_table(table, self.deployment.region, lines_prefix=self._lines_prefix())
+                seed_table(table, self.deployment.region, lines_prefix=self.lines_prefix())
             finally:
                 # Leave this process's models (and their cached clients) as they were:
                 # a runtime started in-process by tests must not capture other tests' table.
                 bind_table(*previous)
 
-    def _lines_prefix(self) -> str | None:
+    def lines_prefix(self) -> str | None:
         """Where the deployed functions keep the simulated network's lines."""
         assert self.deployment is not None
         prefixes = {
@@ -275,6 +286,27 @@ class LocalRuntime:
             self.clock.advance(seconds)
             fired = []
         return {**self.clock_show(), "fired": fired}
+
+    # --- fault injection (infra/local/faults.py) ------------------------------------
+
+    def set_faults(self, plan: faults.FaultPlan | None) -> None:
+        """Faults for the handlers' AWS requests from the next request on (None: none).
+        Workers pick the plan up without a restart; the runtime's own requests
+        (pollers, scheduler, seeding) never get faults."""
+        if plan is not None and self.deployment is not None:
+            functions = [(f.name, f.logical_id) for f in self.deployment.functions.values()]
+            unmatched = plan.unmatched_filters(functions)
+            if unmatched:
+                raise ValueError(f"the fault plan's {unmatched} match no function")
+        faults.write_plan(self.state_dir, plan)
+
+    def fault_records(self) -> list[faults.InjectedFault]:
+        """Every fault injected since the runtime started, oldest first."""
+        return faults.read_injected(self.state_dir)
+
+    def injected_faults(self) -> Counter[faults.FaultKind]:
+        """How many faults of each kind were injected since the runtime started."""
+        return faults.count_by_kind(self.fault_records())
 
     # --- runtime file --------------------------------------------------------------
 
@@ -329,27 +361,44 @@ def seed_table(
             created_at=datetime.now(UTC),
             iccid=demo.iccid,
         )
-        if lines_prefix:
-            _provision_demo_line(lines_prefix, subscriber)
-        try:
-            store.put_subscriber(subscriber)
-        except (TransactWriteError, ConcurrentModification):
-            continue  # already there: a second seed must not double the wallet
-        # The SIM's claim, as activation writes it: a SIM swap retires it, a
-        # disconnection too.
-        IccidClaimItem(
-            pk=iccid_pk(demo.iccid),
-            sk=ICCID_SK,
-            entity="ICCID",
-            user_id=demo.user_id,
-            activation_id="SEED",
-        ).save()
-        if demo.wallet_paise:
-            store.credit_wallet(demo.user_id, demo.wallet_paise)
+        seed_subscriber(
+            store, subscriber, lines_prefix=lines_prefix, wallet_paise=demo.wallet_paise
+        )
     return count
 
 
-def _provision_demo_line(prefix: str, subscriber: Subscriber) -> None:
+def seed_subscriber(
+    store: DynamoSubscriptionStore,
+    subscriber: Subscriber,
+    *,
+    lines_prefix: str | None,
+    wallet_paise: int = 0,
+) -> bool:
+    """An active subscriber as activation leaves one (profile, MSISDN, SIM claim,
+    network line), without the workflow: the demo lines, and bulk test data.
+    False if it is already there (a second seed must not double the wallet)."""
+    if lines_prefix:
+        _provision_line(lines_prefix, subscriber)
+    try:
+        store.put_subscriber(subscriber)
+    except (TransactWriteError, ConcurrentModification):
+        return False
+    # The SIM's claim, as activation writes it: a SIM swap retires it, a
+    # disconnection too.
+    assert subscriber.iccid is not None
+    IccidClaimItem(
+        pk=iccid_pk(subscriber.iccid),
+        sk=ICCID_SK,
+        entity="ICCID",
+        user_id=subscriber.user_id,
+        activation_id="SEED",
+    ).save()
+    if wallet_paise:
+        store.credit_wallet(subscriber.user_id, wallet_paise)
+    return True
+
+
+def _provision_line(prefix: str, subscriber: Subscriber) -> None:
     lines = SsmLineRegistry(boto3.client("ssm"), prefix)
     if lines.get(subscriber.msisdn) is not None:
         return
@@ -361,26 +410,22 @@ def _provision_demo_line(prefix: str, subscriber: Subscriber) -> None:
     network.provision(subscriber.msisdn, subscriber.iccid, profile, attempt=1)
 
 
-class _aws_environment:
+@contextmanager
+def aws_environment(endpoint_url: str, region: str) -> Iterator[None]:
     """Point this process's AWS SDKs at moto for the duration of the block."""
-
-    def __init__(self, endpoint_url: str, region: str) -> None:
-        self._values = {
-            "AWS_ENDPOINT_URL": endpoint_url,
-            "AWS_REGION": region,
-            "AWS_DEFAULT_REGION": region,
-            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
-            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
-        }
-        self._saved: dict[str, str | None] = {}
-
-    def __enter__(self) -> None:
-        for name, value in self._values.items():
-            self._saved[name] = os.environ.get(name)
-            os.environ[name] = value
-
-    def __exit__(self, *_: object) -> None:
-        for name, value in self._saved.items():
+    values = {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from infra.local.contracts import InvocationType, Invoker
 from infra.local.deploy import MOTO_DELIVERABLE_TARGETS
 from infra.local.pollers import local_session
+from infra.local.workers import ASYNC_RETRY_DELAYS_SECONDS
 
 if TYPE_CHECKING:
     from infra.local.deploy import Deployment, RuleSpec, TargetSpec
@@ -417,9 +418,14 @@ class TargetDelivery:
     def _invoke(self, arn: str, payload: Any, invocation: InvocationType) -> str:
         known = self._deployment.has_function(arn)
         name = self._deployment.function(arn).name if known else arn
-        result = self._invoker.invoke(name, payload, invocation)
-        if result.ok:
-            return "ok" if invocation == "RequestResponse" else "queued"
+        # EventBridge invokes Lambda asynchronously, and Lambda retries a failed run
+        # twice: an "Event" invocation gets that from the invoker; a synchronous one
+        # (a clock advance waits for its sweeps) gets it here.
+        attempts = len(ASYNC_RETRY_DELAYS_SECONDS) + 1 if invocation == "RequestResponse" else 1
+        for _ in range(attempts):
+            result = self._invoker.invoke(name, payload, invocation)
+            if result.ok:
+                return "ok" if invocation == "RequestResponse" else "queued"
         error = result.payload if isinstance(result.payload, dict) else {}
         return f"error: {error.get('errorType')}: {error.get('errorMessage')}"
 

@@ -3,7 +3,8 @@ once (a warm container) and runs one invocation per request.
 
 Protocol: one JSON object per line on the request fd, one JSON object per line
 on the response fd. stdout and stderr stay free for the handler's logs, which
-the runtime forwards.
+the runtime forwards. Before the handler loads, the runtime's fault injection
+(infra/local/faults.py) hooks every botocore client the handler will create.
 
 Request:  {"request_id", "payload", "clock_offset_seconds", "deadline_epoch_ms"}
 Response: {"ok": true, "result": ...}
@@ -13,6 +14,7 @@ Response: {"ok": true, "result": ...}
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -20,9 +22,16 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from infra.local.faults import FaultInjector
 
 Handler = Callable[[Any, Any], Any]
+# Loaded by path: this process imports from the function's code, not from this project.
+FAULTS_FILE = Path(__file__).with_name("faults.py")
+FAULTS_MODULE = "tbcss_local_faults"
 
 
 class LocalLambdaContext:
@@ -71,13 +80,28 @@ def _apply_clock_offset(seconds: float) -> None:
     apply_offset(seconds)
 
 
+def install_faults() -> FaultInjector | None:
+    """The runtime's fault injection (infra/local/faults.py), switched by its plan file."""
+    spec = importlib.util.spec_from_file_location(FAULTS_MODULE, FAULTS_FILE)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {FAULTS_FILE}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[FAULTS_MODULE] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    injector: FaultInjector | None = module.install_from_environment(os.environ)
+    return injector
+
+
 class Worker:
-    def __init__(self, handler_spec: str) -> None:
+    def __init__(self, handler_spec: str, faults: FaultInjector | None = None) -> None:
         self._handler_spec = handler_spec
         self._handler: Handler | None = None
+        self._faults = faults
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         _apply_clock_offset(float(request.get("clock_offset_seconds", 0.0)))
+        if self._faults is not None:
+            self._faults.begin_invocation(request["request_id"])
         context = LocalLambdaContext(request["request_id"], int(request["deadline_epoch_ms"]))
         try:
             handler = self._loaded()
@@ -118,7 +142,7 @@ def main() -> None:
         os.fdopen(request_fd, "r", encoding="utf-8") as requests,
         os.fdopen(response_fd, "w", encoding="utf-8") as responses,
     ):
-        serve(requests, responses, Worker(handler_spec))
+        serve(requests, responses, Worker(handler_spec, install_faults()))
 
 
 if __name__ == "__main__":

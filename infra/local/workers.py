@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -24,14 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from infra.local import faults
 from infra.local.contracts import Clock, InvocationResult, InvocationType
 from infra.local.deploy import Deployment, FunctionSpec
+from infra.local.meter import UsageMeter
 
 logger = logging.getLogger("tbcss.local.workers")
 
 WORKER_MAIN = Path(__file__).with_name("worker_main.py")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MAX_WORKERS_PER_FUNCTION = 4
+# Lambda retries a failed asynchronous invocation twice, about 1 and 2 minutes
+# later; locally seconds, as the local workflows' retry intervals are.
+ASYNC_RETRY_DELAYS_SECONDS = (1.0, 2.0)
 # Variables a worker inherits from the runtime's own environment; the rest is Lambda's.
 INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 
@@ -76,14 +82,21 @@ def worker_environment(spec: FunctionSpec, settings: LocalSettings) -> dict[str,
         "AWS_SECRET_ACCESS_KEY": "local",
         "AWS_SESSION_TOKEN": "local",
         "POWERTOOLS_TRACE_DISABLED": "1",
+        faults.PLAN_VARIABLE: str(faults.plan_path(settings.state_dir)),
+        faults.RECORD_VARIABLE: str(faults.record_path(settings.state_dir)),
+        faults.LOGICAL_ID_VARIABLE: spec.logical_id,
         **settings.auth_environment,
     }
 
 
 class WorkerProcess:
-    """One warm container: a subprocess running worker_main for one handler."""
+    """One warm container: a subprocess running worker_main for one handler.
+    ``index`` numbers the function's workers in start order (fault injection
+    seeds each worker's random stream with it)."""
 
-    def __init__(self, spec: FunctionSpec, settings: LocalSettings, log: LogSink) -> None:
+    def __init__(
+        self, spec: FunctionSpec, settings: LocalSettings, log: LogSink, index: int = 0
+    ) -> None:
         self.spec = spec
         request_read, self._request_write = os.pipe()
         self._response_read, response_write = os.pipe()
@@ -96,7 +109,7 @@ class WorkerProcess:
                 spec.handler,
             ],
             cwd=spec.code_dir or PROJECT_ROOT,
-            env=worker_environment(spec, settings),
+            env={**worker_environment(spec, settings), faults.WORKER_INDEX_VARIABLE: str(index)},
             pass_fds=(request_read, response_write),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -120,7 +133,7 @@ class WorkerProcess:
             raise TimeoutError
         line = self._responses.readline()
         if not line:
-            raise EOFError(f"worker exited with code {self._process.wait()}")
+            raise EOFError(_exit_description(self._process.wait()))
         answer: dict[str, Any] = json.loads(line)
         return answer
 
@@ -180,6 +193,7 @@ class FunctionPool:
         self._idle: list[WorkerProcess] = []
         self._all: set[WorkerProcess] = set()  # busy ones too: stop() must reach them
         self._count = 0
+        self._started = 0  # workers ever started: the next one's index
         self._closed = False
         self._available = threading.Condition()
 
@@ -189,11 +203,22 @@ class FunctionPool:
                 self._available.wait()
             if self._closed:
                 raise RuntimeError("the runtime is stopping")
+            dead: WorkerProcess | None = None
             if self._idle:
-                return self._idle.pop()
-            self._count += 1
+                worker = self._idle.pop()
+                if worker.alive():
+                    return worker
+                # Died between invocations: Lambda starts a new container in its place.
+                self._all.discard(worker)
+                dead = worker
+            else:
+                self._count += 1
+            self._started += 1
+            index = self._started
+        if dead is not None:
+            dead.stop()
         try:
-            worker = WorkerProcess(self.spec, self._settings, self._log)
+            worker = WorkerProcess(self.spec, self._settings, self._log, index)
         except Exception:
             self.discard(None)
             raise
@@ -241,8 +266,10 @@ class WorkerInvoker:
         clock: Clock | None = None,
         echo: Callable[[str], None] | None = None,
         max_workers_per_function: int = DEFAULT_MAX_WORKERS_PER_FUNCTION,
+        meter: UsageMeter | None = None,
     ) -> None:
         self.deployment = deployment
+        self._meter = meter
         self._settings = settings
         self._clock = clock
         self._log = LogSink(settings.state_dir / "logs", echo)
@@ -250,6 +277,7 @@ class WorkerInvoker:
         self._pools: dict[str, FunctionPool] = {}
         self._pools_lock = threading.Lock()
         self._background = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lambda-event")
+        self._stopping = threading.Event()
 
     def knows(self, function_name: str) -> bool:
         return self.deployment.has_function(function_name)
@@ -279,10 +307,22 @@ class WorkerInvoker:
             return self._pools[spec.name]
 
     def _run_logged(self, pool: FunctionPool, payload: Any) -> None:
-        # Asynchronous invocations have no caller to tell: log the failure.
-        result = self._run(pool, payload)
-        if not result.ok:
-            logger.warning("async invocation of %s failed: %s", pool.spec.name, result.payload)
+        # Asynchronous invocations have no caller to tell: retry as Lambda does, log.
+        attempts = len(ASYNC_RETRY_DELAYS_SECONDS) + 1
+        for attempt, delay in enumerate((0.0, *ASYNC_RETRY_DELAYS_SECONDS), start=1):
+            if self._stopping.wait(delay):
+                return
+            result = self._run(pool, payload)
+            if result.ok:
+                return
+            logger.warning(
+                "async invocation of %s failed (attempt %d of %d): %s",
+                pool.spec.name,
+                attempt,
+                attempts,
+                result.payload,
+            )
+        logger.warning("async invocation of %s dropped after %d attempts", pool.spec.name, attempts)
 
     def _run(self, pool: FunctionPool, payload: Any) -> InvocationResult:
         spec = pool.spec
@@ -297,7 +337,7 @@ class WorkerInvoker:
             "deadline_epoch_ms": int((started + spec.timeout_seconds) * 1000),
         }
         try:
-            answer = worker.run(request, spec.timeout_seconds)
+            answer = self._timed(worker, request, spec)
         except TimeoutError:
             pool.discard(worker)
             return _error(
@@ -316,16 +356,36 @@ class WorkerInvoker:
         error_payload = {**answer["error"], "requestId": request_id}
         return InvocationResult(payload=error_payload, function_error="Unhandled")
 
+    def _timed(self, worker: WorkerProcess, request: dict[str, Any], spec: FunctionSpec) -> Any:
+        """``worker.run``, metered: Lambda bills the time in the handler, failed
+        or timed out too, not the wait for a free worker."""
+        started = time.perf_counter()
+        try:
+            return worker.run(request, spec.timeout_seconds)
+        finally:
+            if self._meter is not None:
+                seconds = time.perf_counter() - started
+                self._meter.record_invocation(spec.name, spec.memory_mb, seconds)
+
     def pool_sizes(self) -> dict[str, int]:
         with self._pools_lock:
             return {name: pool.size() for name, pool in self._pools.items()}
 
     def stop(self) -> None:
+        self._stopping.set()
         self._background.shutdown(wait=False, cancel_futures=True)
         with self._pools_lock:
             pools = list(self._pools.values())
         for pool in pools:
             pool.close()
+
+
+def _exit_description(code: int) -> str:
+    """How Lambda words a runtime process that ended mid-invocation."""
+    if code < 0:
+        name = signal.strsignal(-code) or f"signal {-code}"
+        return f"Runtime exited with error: signal: {name.lower()}"
+    return f"Runtime exited with error: exit status {code}"
 
 
 def _error(message: str, error_type: str, request_id: str) -> InvocationResult:

@@ -1,0 +1,351 @@
+"""Speedups for moto at soak scale, with the same results and requests.
+
+moto does three things per DynamoDB request that cost O(table size), which makes
+a table of 100,000 items crawl:
+
+* TransactWriteItems deep-copies every table it names, to roll back a cancelled
+  transaction. Installed, that copy is a no-op and the transaction saves (and on
+  any failure restores) only the items it names, plus the table's stream records.
+* A base-table Query sorts every item of the table, then keeps the partition's.
+  Installed, it starts from the queried partition only.
+* A GSI Query sorts every item by the base table's key first, then sorts the
+  matching items again by the index's key (which ends with the base table's key,
+  unique per item, so the first sort never decides anything). Installed, the
+  first sort is skipped and a string partition key is matched by plain string
+  compares before moto's own (casting) checks; the pass over the table stays
+  (moto keeps no index), so a GSI Query is still O(table), only cheaper.
+
+Two more, outside DynamoDB:
+
+* For every record put on a Kinesis stream with an event source mapping, moto
+  tries to run the function in Docker, even when the mapping is disabled (the
+  local deploy disables them all: the runtime's pollers deliver): about 5 ms and
+  an error line per record without Docker. Installed, a disabled mapping
+  delivers nothing, as on AWS.
+* SQS checks every message of a queue for visibility and delay on every send and
+  receive (the queue's counters are recomputed), reading the clock through
+  naive-datetime arithmetic each time: about 8 us a message. Installed, SQS
+  reads the same wall clock with ``time.time()``: still O(queue), much cheaper.
+
+Used by :class:`infra.local.moto_server.MotoServer` for its lifetime and by the
+benches around ``mock_aws``. Installing is process-wide (moto's backends are)
+and counted: nested or concurrent users are fine, the last one out uninstalls.
+Writes must not run concurrently with a transaction on the same table (the
+restore would undo them): the server serializes its table writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@contextmanager
+def installed() -> Iterator[None]:
+    install()
+    try:
+        yield
+    finally:
+        uninstall()
+
+
+def install() -> None:
+    _PATCHES.acquire()
+
+
+def uninstall() -> None:
+    _PATCHES.release()
+
+
+class _Patches:
+    """moto's methods swapped for the lifetime of the outermost install."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._undo: list[Callable[[], None]] = []
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+            if self._users == 1:
+                self._undo = _apply()
+
+    def release(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                raise RuntimeError("moto speedups are not installed")
+            self._users -= 1
+            if self._users == 0:
+                for undo in reversed(self._undo):
+                    undo()
+                self._undo = []
+
+
+_PATCHES = _Patches()
+
+
+def swapped(owner: Any, name: str, replacement: Any) -> Callable[[], None]:
+    """Replace ``owner.name`` (a moto class or module attribute); returns the undo."""
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
+    return lambda: setattr(owner, name, original)
+
+
+def _apply() -> list[Callable[[], None]]:
+    # moto's imports are heavy: only when something installs the speedups.
+    import moto.dynamodb.models as dynamodb_models  # noqa: PLC0415
+    import moto.sqs.models as sqs_models  # noqa: PLC0415
+    from moto.awslambda.models import LambdaBackend  # noqa: PLC0415
+    from moto.dynamodb.models.table import Table  # noqa: PLC0415
+
+    backend = dynamodb_models.DynamoDBBackend
+    return [
+        swapped(dynamodb_models, "copy", _TableKeepingCopy(Table)),
+        swapped(backend, "transact_write_items", _restoring(backend.transact_write_items)),
+        swapped(Table, "query", _narrowed_query(Table.query)),
+        swapped(Table, "all_items", _narrowable_all_items(Table.all_items)),
+        swapped(
+            LambdaBackend,
+            "send_kinesis_message",
+            _when_enabled(LambdaBackend.send_kinesis_message),
+        ),
+        swapped(sqs_models, "unix_time_millis", _unix_time_millis),
+    ]
+
+
+# --- TransactWriteItems: save and restore the named items only -----------------
+
+
+class _TableKeepingCopy:
+    """Stands in for the ``copy`` module inside ``moto.dynamodb.models``, whose only
+    deep copy of a whole Table is the transaction backup (see _restoring)."""
+
+    def __init__(self, table_class: type) -> None:
+        self._table_class = table_class
+
+    def deepcopy(self, value: Any, memo: Any = None) -> Any:
+        if isinstance(value, self._table_class):
+            return value  # the backup: _restoring puts back what changed instead
+        return copy.deepcopy(value, memo)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+
+def _restoring(original: Callable[..., None]) -> Callable[..., None]:
+    def transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved = _SavedState.of(backend, transact_items)
+        try:
+            original(backend, transact_items)
+        except Exception:
+            saved.restore()
+            raise
+
+    return transact_write_items
+
+
+@dataclass(frozen=True)
+class _SavedItem:
+    table: Any
+    hash_key: Any
+    range_key: Any  # None for a table without a sort key
+    item: Any  # a deep copy, or None when there was no item
+
+
+@dataclass(frozen=True)
+class _SavedState:
+    items: list[_SavedItem]
+    stream_lengths: list[tuple[Any, int]]  # (stream shard, records before)
+
+    @classmethod
+    def of(cls, backend: Any, transact_items: list[dict[str, Any]]) -> _SavedState:
+        items = []
+        tables: dict[int, Any] = {}
+        for transact_item in transact_items:
+            saved = _saved_item(backend, transact_item)
+            if saved is not None:
+                items.append(saved)
+                tables[id(saved.table)] = saved.table
+        streams = [
+            (table.stream_shard, len(table.stream_shard.items))
+            for table in tables.values()
+            if table.stream_shard is not None
+        ]
+        return cls(items, streams)
+
+    def restore(self) -> None:
+        for saved in reversed(self.items):
+            _put_back(saved)
+        for shard, length in self.stream_lengths:
+            del shard.items[length:]
+
+
+def _saved_item(backend: Any, transact_item: dict[str, Any]) -> _SavedItem | None:
+    """The current state of the item one action names; None when moto will
+    refuse the action anyway (no such table, no key): it changes nothing then."""
+    if len(transact_item) != 1:
+        return None
+    (action,) = transact_item.values()
+    if not isinstance(action, dict):
+        return None
+    table = table_named(backend, action.get("TableName", ""))
+    key = action.get("Key") or action.get("Item") or {}
+    found = stored_item(table, key) if table is not None else None
+    if found is None:
+        return None
+    hash_key, range_key, current = found
+    return _SavedItem(table, hash_key, range_key, copy.deepcopy(current))
+
+
+def table_named(backend: Any, name: str) -> Any:
+    """moto's Table by name or ARN, or None."""
+    try:
+        return backend.get_table(name)
+    except Exception:  # moto reports the missing table itself
+        return None
+
+
+def stored_item(table: Any, key: Mapping[str, Any]) -> tuple[Any, Any, Any] | None:
+    """``(hash key, range key, item or None)`` of the item that ``key`` (a key, or
+    a whole item) names in a moto Table; None if it lacks a key attribute."""
+    from moto.dynamodb.models.dynamo_type import DynamoType  # noqa: PLC0415
+
+    hash_value = key.get(table.hash_key_attr)
+    range_value = key.get(table.range_key_attr) if table.range_key_attr else None
+    if hash_value is None or (table.range_key_attr and range_value is None):
+        return None
+    hash_key = DynamoType(dict(hash_value))
+    range_key = DynamoType(dict(range_value)) if range_value is not None else None
+    # .get, never [..]: table.items is a defaultdict and a lookup must not add keys.
+    stored = table.items.get(hash_key)
+    if range_key is not None and stored is not None:
+        stored = stored.get(range_key)
+    return hash_key, range_key, stored
+
+
+def _put_back(saved: _SavedItem) -> None:
+    items = saved.table.items
+    if saved.range_key is None:
+        if saved.item is None:
+            items.pop(saved.hash_key, None)
+        else:
+            items[saved.hash_key] = saved.item
+        return
+    if saved.item is not None:
+        items[saved.hash_key][saved.range_key] = saved.item
+        return
+    partition = items.get(saved.hash_key)
+    if partition is not None:
+        partition.pop(saved.range_key, None)
+        if not partition:
+            del items[saved.hash_key]
+
+
+# --- Query: start from the candidates, not from the sorted table ----------------
+
+_query_scope = threading.local()  # (table, candidate items) of this thread's query
+
+
+def _narrowed_query(original: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(original)
+
+    def query(table: Any, *args: Any, **kwargs: Any) -> Any:
+        arguments = signature.bind(table, *args, **kwargs).arguments
+        if arguments.get("index_name"):
+            # query() sorts them by the index and checks every key condition itself.
+            candidates = _unsorted_items(table)
+            for name, value in arguments.get("hash_key_conditions") or ():
+                candidates = _with_string(candidates, name, value)
+        elif arguments.get("hash_key") is not None:
+            candidates = _partition(table, arguments["hash_key"])  # query() sorts them
+        else:
+            return original(table, *args, **kwargs)
+        # Per thread: the server answers several queries at once.
+        _query_scope.candidates = (table, candidates)
+        try:
+            return original(table, *args, **kwargs)
+        finally:
+            _query_scope.candidates = None
+
+    return query
+
+
+def _narrowable_all_items(original: Callable[[Any], list[Any]]) -> Callable[[Any], list[Any]]:
+    def all_items(table: Any) -> list[Any]:
+        narrowed = getattr(_query_scope, "candidates", None)
+        if narrowed is not None and narrowed[0] is table:
+            return list(narrowed[1])
+        return original(table)
+
+    return all_items
+
+
+def _partition(table: Any, hash_key: Any) -> list[Any]:
+    stored = table.items.get(hash_key)
+    if stored is None:
+        return []
+    return list(stored.values()) if table.range_key_attr else [stored]
+
+
+def _with_string(items: list[Any], name: str, value: Any) -> list[Any]:
+    """The items whose attribute ``name`` is the string ``value`` (all of them when
+    ``value`` is not a string). For strings moto's own equality (type and cast
+    value) is exactly this, only slower: it casts both sides on every compare."""
+    if value.type != "S":
+        return items
+    wanted = value.value
+    return [
+        item
+        for item in items
+        if (found := item.attrs.get(name)) is not None
+        and found.type == "S"
+        and found.value == wanted
+    ]
+
+
+def _unsorted_items(table: Any) -> list[Any]:
+    # list() of a dict view runs in C, under the GIL: safe while another thread writes.
+    partitions = list(table.items.values())
+    if not table.range_key_attr:
+        return partitions
+    return [item for partition in partitions for item in list(partition.values())]
+
+
+# --- Kinesis: a disabled event source mapping delivers nothing ------------------
+
+
+def _when_enabled(original: Callable[..., None]) -> Callable[..., None]:
+    def send_kinesis_message(
+        backend: Any, function_name: str, kinesis_stream: str, *args: Any, **kwargs: Any
+    ) -> None:
+        mappings = list(backend._event_source_mappings.values())
+        if any(
+            mapping.enabled
+            and mapping.function_arn == function_name
+            and mapping.event_source_arn == kinesis_stream
+            for mapping in mappings
+        ):
+            original(backend, function_name, kinesis_stream, *args, **kwargs)
+
+    return send_kinesis_message
+
+
+# --- SQS: the same clock, read cheaply -------------------------------------------
+
+
+def _unix_time_millis(moment: datetime | None = None) -> float:
+    """moto.core.utils.unix_time_millis: now (or a naive UTC datetime) in epoch ms."""
+    if moment is None:
+        return time.time() * 1000.0
+    return (moment - _EPOCH).total_seconds() * 1000.0
+
+
+_EPOCH = datetime(1970, 1, 1)  # naive UTC, as moto's datetimes are

@@ -1,0 +1,236 @@
+"""moto with infra/local/moto_speedups.py installed (the runtime's server has
+them): transactions stay all-or-nothing, queries answer as DynamoDB does."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from infra.local.deploy import Deployment
+from infra.local.runtime import LocalRuntime
+from tests.local.conftest import function_named
+
+PARTITIONS = 3
+ITEMS_PER_PARTITION = 7
+
+
+def _create_table(dynamodb: Any, *, sort_key: bool) -> str:
+    name = f"speedups-{uuid.uuid4().hex[:8]}"
+    keys = [("PK", "HASH"), *([("SK", "RANGE")] if sort_key else [])]
+    attributes = [name for name, _ in keys] + (["G", "GS"] if sort_key else [])
+    index = {
+        "IndexName": "ByG",
+        "KeySchema": [
+            {"AttributeName": "G", "KeyType": "HASH"},
+            {"AttributeName": "GS", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": key, "KeyType": kind} for key, kind in keys],
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in attributes],
+        BillingMode="PAY_PER_REQUEST",
+        **({"GlobalSecondaryIndexes": [index]} if sort_key else {}),
+    )
+    return name
+
+
+@pytest.fixture(params=[False, True], ids=["hash key", "hash and sort key"])
+def table(request: pytest.FixtureRequest, aws: Any) -> Iterator[tuple[str, bool]]:
+    dynamodb = aws("dynamodb")
+    name = _create_table(dynamodb, sort_key=request.param)
+    yield name, request.param
+    dynamodb.delete_table(TableName=name)
+
+
+def _key(sort_key: bool, partition: str, sort: str = "s") -> dict[str, Any]:
+    return {"PK": {"S": partition}, **({"SK": {"S": sort}} if sort_key else {})}
+
+
+def _everything(dynamodb: Any, table: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
+    return sorted(items, key=lambda item: (item["PK"]["S"], item.get("SK", {}).get("S", "")))
+
+
+def test_a_cancelled_transaction_leaves_every_item_as_it_was(
+    aws: Any, table: tuple[str, bool]
+) -> None:
+    dynamodb = aws("dynamodb")
+    name, sort_key = table
+    for partition in ("kept", "updated", "deleted"):
+        dynamodb.put_item(TableName=name, Item={**_key(sort_key, partition), "v": {"N": "1"}})
+    before = _everything(dynamodb, name)
+
+    with pytest.raises(ClientError) as cancelled:
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": name, "Item": {**_key(sort_key, "new"), "v": {"N": "2"}}}},
+                {
+                    "Update": {
+                        "TableName": name,
+                        "Key": _key(sort_key, "updated"),
+                        "UpdateExpression": "SET v = :v, extra = :v",
+                        "ExpressionAttributeValues": {":v": {"N": "9"}},
+                    }
+                },
+                {"Delete": {"TableName": name, "Key": _key(sort_key, "deleted")}},
+                {
+                    "ConditionCheck": {
+                        "TableName": name,
+                        "Key": _key(sort_key, "kept"),
+                        "ConditionExpression": "v = :two",
+                        "ExpressionAttributeValues": {":two": {"N": "2"}},
+                    }
+                },
+            ]
+        )
+
+    assert cancelled.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert _everything(dynamodb, name) == before
+
+
+def test_a_successful_transaction_writes_every_item(aws: Any, table: tuple[str, bool]) -> None:
+    dynamodb = aws("dynamodb")
+    name, sort_key = table
+    dynamodb.put_item(TableName=name, Item={**_key(sort_key, "updated"), "v": {"N": "1"}})
+    dynamodb.put_item(TableName=name, Item={**_key(sort_key, "deleted"), "v": {"N": "1"}})
+
+    dynamodb.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": name, "Item": {**_key(sort_key, "new"), "v": {"N": "2"}}}},
+            {
+                "Update": {
+                    "TableName": name,
+                    "Key": _key(sort_key, "updated"),
+                    "UpdateExpression": "SET v = :v",
+                    "ExpressionAttributeValues": {":v": {"N": "9"}},
+                }
+            },
+            {"Delete": {"TableName": name, "Key": _key(sort_key, "deleted")}},
+        ]
+    )
+
+    assert [(item["PK"]["S"], item["v"]["N"]) for item in _everything(dynamodb, name)] == [
+        ("new", "2"),
+        ("updated", "9"),
+    ]
+
+
+def test_transactions_conflicting_with_themselves_change_nothing(
+    aws: Any, table: tuple[str, bool]
+) -> None:
+    dynamodb = aws("dynamodb")
+    name, sort_key = table
+    put = {"Put": {"TableName": name, "Item": {**_key(sort_key, "twice"), "v": {"N": "1"}}}}
+
+    with pytest.raises(ClientError):  # two actions on one item: refused as a whole
+        dynamodb.transact_write_items(TransactItems=[put, put])
+
+    assert _everything(dynamodb, name) == []
+
+
+@pytest.fixture
+def indexed_table(aws: Any) -> Iterator[str]:
+    """Partitions p0..p2 of 7 items each; the index groups them by parity, sorted by GS."""
+    dynamodb = aws("dynamodb")
+    name = _create_table(dynamodb, sort_key=True)
+    for p in range(PARTITIONS):
+        for n in range(ITEMS_PER_PARTITION):
+            item = {
+                "PK": {"S": f"p{p}"},
+                "SK": {"S": f"s{ITEMS_PER_PARTITION - n:02d}"},  # written out of order
+                "G": {"S": f"g{n % 2}"},
+                "GS": {"S": f"{(n * 7 + p) % 5}"},  # ties: moto orders them by the table key
+            }
+            dynamodb.put_item(TableName=name, Item=item)
+    yield name
+    dynamodb.delete_table(TableName=name)
+
+
+def test_a_table_query_reads_the_partition_in_sort_key_order(aws: Any, indexed_table: str) -> None:
+    dynamodb = aws("dynamodb")
+
+    forward = dynamodb.query(
+        TableName=indexed_table,
+        KeyConditionExpression="PK = :p AND SK > :after",
+        ExpressionAttributeValues={":p": {"S": "p1"}, ":after": {"S": "s03"}},
+    )["Items"]
+    backward = dynamodb.query(
+        TableName=indexed_table,
+        KeyConditionExpression="PK = :p",
+        ExpressionAttributeValues={":p": {"S": "p2"}},
+        ScanIndexForward=False,
+        Limit=2,
+    )["Items"]
+
+    assert [item["SK"]["S"] for item in forward] == ["s04", "s05", "s06", "s07"]
+    assert [(item["PK"]["S"], item["SK"]["S"]) for item in backward] == [
+        ("p2", "s07"),
+        ("p2", "s06"),
+    ]
+
+
+def test_an_index_query_pages_through_its_partition_in_index_order(
+    aws: Any, indexed_table: str
+) -> None:
+    dynamodb = aws("dynamodb")
+    everything = _everything(dynamodb, indexed_table)
+    expected = sorted(
+        (item["GS"]["S"], item["PK"]["S"], item["SK"]["S"])
+        for item in everything
+        if item["G"]["S"] == "g1"
+    )
+
+    found: list[tuple[str, str]] = []
+    start: dict[str, Any] | None = None
+    while True:
+        page = dynamodb.query(
+            TableName=indexed_table,
+            IndexName="ByG",
+            KeyConditionExpression="G = :g",
+            ExpressionAttributeValues={":g": {"S": "g1"}},
+            Limit=4,
+            **({"ExclusiveStartKey": start} if start else {}),
+        )
+        found += [(item["PK"]["S"], item["SK"]["S"]) for item in page["Items"]]
+        start = page.get("LastEvaluatedKey")
+        if start is None:
+            break
+
+    assert found == [(pk, sk) for _, pk, sk in expected]
+    assert len(found) == PARTITIONS * (ITEMS_PER_PARTITION // 2)
+
+
+def test_a_disabled_kinesis_mapping_runs_nothing_in_moto(aws: Any, deployment: Deployment) -> None:
+    """moto would try Docker for each record (and log the failure in the function's
+    log group); the runtime's poller is what delivers the records."""
+    stream = next(iter(deployment.streams.values()))
+    echo = function_named(deployment, "Echo")
+
+    aws("kinesis").put_record(StreamName=stream, Data=b'{"speedups": 1}', PartitionKey="p")
+
+    logs = aws("logs")
+    try:
+        events = logs.filter_log_events(logGroupName=f"/aws/lambda/{echo}")["events"]
+    except logs.exceptions.ResourceNotFoundException:
+        events = []
+    assert not [event for event in events if "docker" in event["message"]]
+
+
+def test_sqs_reads_the_same_clock_as_moto(runtime: LocalRuntime) -> None:
+    """Installed while the runtime runs: message visibility and delays keep their times."""
+    import moto.sqs.models as sqs_models  # noqa: PLC0415 - loaded by the runtime's moto
+    from moto.core.utils import unix_time_millis  # noqa: PLC0415
+
+    moment = datetime(2026, 11, 26, 4, 1, 2, 345_000)  # naive UTC, as moto's are
+
+    assert runtime.moto.shim is not None
+    assert sqs_models.unix_time_millis is not unix_time_millis
+    assert sqs_models.unix_time_millis(moment) == unix_time_millis(moment)
+    assert abs(sqs_models.unix_time_millis() - unix_time_millis()) < 50
