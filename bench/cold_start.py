@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.results import Figure, write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "5"))
 BASELINE = "import boto3; boto3.client('dynamodb')"
@@ -49,17 +51,33 @@ def sample(statement: str) -> float:
     return float(output.stdout.strip().splitlines()[-1])
 
 
-def measure(label: str, statement: str) -> None:
+def measure(label: str, statement: str) -> float:
+    """The median of the samples, in ms (printed with the max)."""
     times = [sample(statement) for _ in range(SAMPLES)]
-    print(f"{label:<40} {statistics.median(times):>9.1f} {max(times):>9.1f}")
+    median = statistics.median(times)
+    print(f"{label:<40} {median:>9.1f} {max(times):>9.1f}")
+    return median
 
 
 def main() -> None:
     print(f"cold start, {SAMPLES} fresh interpreters each (ms)")
     print(f"{'what':<40} {'median':>9} {'max':>9}")
-    measure("baseline: import boto3 + one client", BASELINE)
-    for module in HANDLERS:
-        measure(module, f"import {module}")
+    baseline = measure("baseline: import boto3 + one client", BASELINE)
+    medians = {module: measure(module, f"import {module}") for module in HANDLERS}
+    slowest = max(medians, key=medians.__getitem__)
+    write_results(
+        "cold_start",
+        {"samples": SAMPLES, "handlers": len(HANDLERS)},
+        [
+            Figure("baseline import boto3 + one client, median", baseline, "ms"),
+            Figure(
+                "handler import, median of the handlers' medians",
+                statistics.median(medians.values()),
+                "ms",
+            ),
+            Figure(f"slowest handler import, median ({slowest})", medians[slowest], "ms"),
+        ],
+    )
 
 
 if __name__ == "__main__":
