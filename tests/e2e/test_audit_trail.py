@@ -1,17 +1,22 @@
 """The audit trail end to end (issue 9's acceptance), on a runtime of its own so
 the compliance report's counts are this run's and nobody else's:
 
-an agent activates a postpaid line; its usage goes past the SMS quota; the bill
-run invoices it; unpaid past its grace it is blocked, outgoing barred on the
-network simulator, incoming still allowed (an agent's unblock is refused); the
-subscriber pays by UPI and the block lifts without an agent (issue 8's
-acceptance); the subscriber closes the line and gets a final bill.
+an agent activates a postpaid line; its usage goes past the SMS and voice quotas;
+the bill run invoices it (rental, overage, GST) with a PDF only its subscriber may
+read (issue 6's acceptance); unpaid past its grace it turns OVERDUE, InvoiceOverdue
+reaches the bus and the line is blocked, outgoing barred on the network simulator,
+incoming still allowed (an agent's unblock is refused); the subscriber pays by UPI
+and the block lifts without an agent (issue 8's acceptance); the subscriber closes
+the line and gets a final bill.
 
 Then: GET /audit holds a record for every one of those state changes, naming
 who did it; no audit record and no log line of the whole run holds the
 subscriber's KYC number, phone numbers, email or UPI id in plain text; and
 `tbcss report monthly` writes the CSV and the PDF to S3 with counts that match
 the run.
+
+One runtime start and one walk of the clock serve all of it: each month walked
+fires every daily sweep thirty-odd times, the slowest part of the e2e suite.
 """
 
 from __future__ import annotations
@@ -23,12 +28,16 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pypdf import PdfReader
 
-from shared.clock import to_ist
+from shared.clock import IST, to_ist
+from shared.invoice_pdf import pdf_amount
+from shared.settings import Settings
 from tests.activation_data import activation_body
 from tests.e2e.conftest import (
     ROOT,
@@ -43,7 +52,13 @@ AGENT = ("agent-audit", "agent")
 ADMIN = ("admin-audit", "admin")
 ALTERNATE_PHONE = "9812345670"
 VPA = "asha.rao@okhdfc"
-SMS_QUOTA = 100  # POST_BASIC_399 per bill cycle
+# POST_BASIC_399 per bill cycle: 100 SMS, then Rs. 1.50 each; 1,000 minutes, then
+# 50 paise a minute. Eleven 100-minute calls are 100 minutes over: Rs. 50.
+SMS_QUOTA = 100
+SMS_OVERAGE_PAISE = 150
+CALLS, CALL_SECONDS = 11, 6000
+VOICE_OVERAGE_PAISE = 5000
+GRACE_DAYS = int(Settings.model_fields["overdue_grace_days"].default)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +78,12 @@ def _now(system: LocalSystem) -> datetime:
 
 def _advance(system: LocalSystem, days: float) -> None:
     system.cli("local", "clock", "advance", "--days", f"{days:.5f}")
+
+
+def _advance_to(system: LocalSystem, moment: datetime) -> None:
+    days = (moment - _now(system)).total_seconds() / 86400
+    if days > 0:
+        _advance(system, days)
 
 
 def _status(system: LocalSystem, user_id: str) -> dict[str, Any]:
@@ -106,26 +127,111 @@ def _activate(system: LocalSystem) -> dict[str, Any]:
     return {**body, "user_id": user_id}
 
 
-def _use_past_the_sms_quota(system: LocalSystem, line: dict[str, Any], tmp_path: Path) -> None:
+def _use_past_the_quotas(system: LocalSystem, line: dict[str, Any], tmp_path: Path) -> None:
+    """One SMS past the SMS quota (its CDR sent twice: rated once) and 100 minutes
+    past the voice quota, fed to the runtime as the mediation feed would."""
     now = json.loads(system.cli("local", "clock", "show"))["now"]
-    cdr = {
-        "record_id": f"audit-{uuid.uuid4().hex[:8]}",
-        "source": "MSC-AUDIT",
-        "msisdn": line["msisdn"],
-        "started_at": now,
-        "usage_type": "SMS",
-        "count": SMS_QUOTA + 1,
-    }
+
+    def cdr(usage_type: str, **amount: int) -> dict[str, Any]:
+        return {
+            "record_id": f"audit-{uuid.uuid4().hex[:8]}",
+            "source": "MSC-AUDIT",
+            "msisdn": line["msisdn"],
+            "started_at": now,
+            "usage_type": usage_type,
+            **amount,
+        }
+
+    sms = cdr("SMS", count=SMS_QUOTA + 1)
+    calls = [cdr("VOICE", duration_seconds=CALL_SECONDS) for _ in range(CALLS)]
     feed = tmp_path / "feed.jsonl"
-    feed.write_text((json.dumps(cdr) + "\n") * 2)  # sent twice: rated once
+    feed.write_text("".join(json.dumps(record) + "\n" for record in [sms, sms, *calls]))
     system.cli("cdr", "send", str(feed))
     owner = system.token(line["user_id"], "subscriber")
 
-    def rated() -> bool:
-        usage = system.get(f"/users/{line['user_id']}/usage", owner).json()
-        return bool(usage["sms"]["used"] == SMS_QUOTA + 1)
+    def rated() -> dict[str, Any] | None:
+        usage: dict[str, Any] = system.get(f"/users/{line['user_id']}/usage", owner).json()
+        voice_rated = usage["voice"]["overage_paise"] == VOICE_OVERAGE_PAISE
+        return usage if usage["sms"]["used"] == SMS_QUOTA + 1 and voice_rated else None
 
-    wait_for(rated, timeout=60, what="the SMS CDR rated")
+    usage = wait_for(rated, timeout=60, what="the CDRs rated")
+    assert usage["overage_paise"] == VOICE_OVERAGE_PAISE + SMS_OVERAGE_PAISE
+
+
+def _the_bill(system: LocalSystem, user_id: str) -> dict[str, Any]:
+    """The bill run's invoice as its subscriber sees it: rental, the overage, GST,
+    and a PDF nobody else may read."""
+    owner = system.token(user_id, "subscriber")
+
+    def listed() -> list[dict[str, Any]]:
+        invoices: list[dict[str, Any]] = system.get(f"/users/{user_id}/invoices", owner).json()[
+            "invoices"
+        ]
+        return invoices
+
+    (summary,) = wait_for(listed, timeout=60, what="the bill run's invoice")
+    invoice: dict[str, Any] = system.get(f"/invoices/{summary['invoice_id']}", owner).json()
+    assert invoice["status"] == "ISSUED"
+    assert [(line["kind"], line["amount_paise"]) for line in invoice["lines"][1:]] == [
+        ("OVERAGE_VOICE", VOICE_OVERAGE_PAISE),
+        ("OVERAGE_SMS", SMS_OVERAGE_PAISE),
+    ]
+    assert invoice["lines"][0]["kind"] == "RENTAL"
+    assert [tax["kind"] for tax in invoice["tax_lines"]] == ["CGST", "SGST"]
+
+    pdf = system.get(invoice["pdf_url"], owner)
+    assert pdf.status_code == 200
+    assert pdf.headers["Content-Type"] == "application/pdf"
+    text = " ".join(page.extract_text() for page in PdfReader(BytesIO(pdf.content)).pages)
+    assert invoice["invoice_number"] in text
+    assert pdf_amount(invoice["total_paise"]) in text
+    stranger = system.token("someone-else", "subscriber")
+    assert system.get(invoice["pdf_url"], stranger).status_code == 403
+    return invoice
+
+
+def _notice_day(invoice: dict[str, Any]) -> datetime:
+    """The IST day InvoiceOverdue is due: the grace after the due date."""
+    due = datetime.fromisoformat(invoice["due_date"])
+    return datetime(due.year, due.month, due.day, tzinfo=IST) + timedelta(days=1 + GRACE_DAYS)
+
+
+def _tap_the_bus(system: LocalSystem) -> tuple[Any, str]:
+    """A queue subscribed to billing's InvoiceOverdue events, as a consumer would be."""
+    sqs, bus_events = system.aws("sqs"), system.aws("events")
+    bus = next(b for b in system.info["buses"] if b.endswith("-events"))
+    queue_url = sqs.create_queue(QueueName=f"e2e-overdue-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    rule = f"e2e-overdue-{uuid.uuid4().hex[:8]}"
+    bus_events.put_rule(
+        Name=rule,
+        EventBusName=bus,
+        EventPattern=json.dumps({"source": ["tbcss.billing"], "detail-type": ["InvoiceOverdue"]}),
+    )
+    bus_events.put_targets(
+        Rule=rule,
+        EventBusName=bus,
+        Targets=[{"Id": "tap", "Arn": arn["Attributes"]["QueueArn"]}],
+    )
+    return sqs, queue_url
+
+
+def _overdue_notice(
+    system: LocalSystem, user_id: str, invoice_id: str, tap: tuple[Any, str]
+) -> None:
+    """InvoiceOverdue on the bus once, and the invoice's OVERDUE then its notice."""
+    sqs, queue_url = tap
+
+    def notices() -> list[dict[str, Any]]:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+        bodies = [json.loads(message["Body"]) for message in messages.get("Messages", [])]
+        return [b for b in bodies if b["detail"]["invoice_id"] == invoice_id]
+
+    (notice,) = wait_for(notices, timeout=60, what="InvoiceOverdue on the bus")
+    assert notice["detail-type"] == "InvoiceOverdue"
+    shown = system.get(f"/invoices/{invoice_id}", system.token(user_id, "subscriber")).json()
+    assert shown["status"] == "OVERDUE"
+    assert [h["event"] for h in shown["history"]][-2:] == ["OVERDUE", "OVERDUE_NOTICE"]
 
 
 def _barring(system: LocalSystem, msisdn: str) -> dict[str, Any]:
@@ -200,12 +306,17 @@ def test_every_state_change_is_audited_without_pii_and_reported(
     started = _now(system)
     line = _activate(system)
     user_id = line["user_id"]
-    _use_past_the_sms_quota(system, line, tmp_path)
+    _use_past_the_quotas(system, line, tmp_path)
 
-    # The bill run on the next cycle day, due 15 days later, blocked 7 days after that.
-    _advance(system, 31 + 15 + 7 + 1)
+    # The bill run on the next cycle day (at most 31 days on).
+    _advance(system, 31)
+    bill = _the_bill(system, user_id)
+    # Unpaid a grace past its due date: InvoiceOverdue, and with it the block.
+    tap = _tap_the_bus(system)
+    _advance_to(system, _notice_day(bill) + timedelta(hours=1))
     blocked = _in_status(system, user_id, "TEMP_BLOCKED", "the OVERDUE block")
     assert blocked["block_reasons"] == ["OVERDUE"]
+    _overdue_notice(system, user_id, bill["invoice_id"], tap)
     barred = {"outgoing_barred": True, "data": "BARRED", "incoming_allowed": True}
     assert _barring(system, line["msisdn"]) == barred
     refused = _post(

@@ -1,8 +1,7 @@
 """Payments on the local runtime, as a client and the gateway see them: a card
 number sent to the API is refused and stored or logged nowhere; the webhook route
 takes a signature, not a bearer token. The overdue subscriber who pays by UPI and
-is unblocked without an agent is in test_service_control.py (same runtime: the
-session's ``months_system``)."""
+is unblocked without an agent is in test_audit_trail.py."""
 
 from __future__ import annotations
 
@@ -24,8 +23,8 @@ CARD_NUMBER = "4111111111111111"  # a test card: passes the Luhn check
 
 
 @pytest.fixture
-def system(months_system: LocalSystem) -> LocalSystem:
-    return months_system
+def system(local_system: LocalSystem) -> LocalSystem:
+    return local_system
 
 
 def _activate_postpaid(system: LocalSystem) -> dict[str, Any]:

@@ -2,13 +2,13 @@
 see it: a lost SIM is blocked by its owner with an OTP and brought back on a
 replacement SIM; a subscriber closes their line with a final invoice; a prepaid
 line left unrecharged past its plan's expiry for longer than the inactivity
-limit (90 days in production, 10 on this runtime: ``-c inactivity_days``) is
+limit (90 days in production, 3 on this runtime: ``-c inactivity_days``) is
 disconnected by the inactivity sweep, and one that recharged is not.
 
-The runtime is the session's second one (``months_system``): these tests move
-its clock by months, which the other e2e tests must not see. The overdue block,
-lifted by the subscriber's UPI payment, is in test_audit_trail.py (on a runtime
-of its own, so its compliance report counts only that run).
+The runtime is the session's (``local_system``): these tests move its clock by
+about two weeks; the other tests on it take times relative to its clock. The
+overdue block, lifted by the subscriber's UPI payment, is in test_audit_trail.py
+(on a runtime of its own, so its compliance report counts only that run).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from shared import db
 from tests.activation_data import activation_body, iccid, next_serial
-from tests.e2e.conftest import MONTHS_INACTIVITY_DAYS, LocalSystem, wait_for
+from tests.e2e.conftest import INACTIVITY_DAYS, LocalSystem, wait_for
 
 AGENT = ("agent-e2e", "agent")
 ADMIN = ("admin-e2e", "admin")
@@ -30,8 +30,8 @@ ALTERNATE_PHONE = "9812345678"
 
 
 @pytest.fixture
-def system(months_system: LocalSystem) -> LocalSystem:
-    return months_system
+def system(local_system: LocalSystem) -> LocalSystem:
+    return local_system
 
 
 def _post(system: LocalSystem, path: str, body: Any, who: tuple[str, str]) -> Any:
@@ -176,7 +176,7 @@ def test_inactivity_sweep_disconnects_a_line_left_unrecharged_past_the_limit(
     _recharge(system, monkeypatch, recharged["user_id"], "PRE_ANNUAL_2999")
     assert _status(system, recharged["user_id"])["status"] == "ACTIVE"
 
-    _advance_to(system, _now(system) + timedelta(days=MONTHS_INACTIVITY_DAYS + 1))
+    _advance_to(system, _now(system) + timedelta(days=INACTIVITY_DAYS + 1))
 
     def disconnected() -> bool:
         return bool(_status(system, quiet["user_id"])["status"] == "PERMANENT_DISCONNECTED")

@@ -25,12 +25,22 @@ import boto3
 import pytest
 import requests
 
-from infra.local.runtime import LocalRuntime, RuntimeOptions
+from infra.local.runtime import LocalRuntime, RuntimeOptions, aws_environment, seed_subscriber
+from shared.clock import to_ist
 from shared.cycles import cycle_containing
-from shared.db import SubscriberItem, dormant_index_pk, user_pk
+from shared.db import (
+    DynamoSubscriptionStore,
+    SubscriberItem,
+    bind_table,
+    current_table,
+    dormant_index_pk,
+    user_pk,
+)
 from shared.events import DomainEvent, EventBridgePublisher
+from shared.models import Subscriber, SubscriberStatus, SubscriberType
 from shared.network import LineRecord
 from shared.network_lines import SsmLineRegistry
+from shared.services.activation import LAST_BILL_CYCLE_DAY
 from shared.services.billing import parse_invoice_id
 from shared.settings import Settings
 from shared.stores.activation import msisdn_pk
@@ -151,6 +161,38 @@ class DisconnectionSystem:
         path = f"/activations/{accepted.json()['activation_id']}"
         wait_for(lambda: self.get(path)["status"] == "ACTIVE" or None, f"{path} ACTIVE")
         return Line(accepted.json()["user_id"], body["msisdn"], body["iccid"])
+
+    def seed_postpaid(self, bill_cycle_day: int) -> Line:
+        """A line on POST_BASIC_399 as activation leaves one (profile, number, SIM
+        claim, network line: seed_subscriber) but with the given bill-cycle day
+        (activation's is always today's); the plan bought through the API."""
+        body = activation_body(plan_id="POST_BASIC_399", subscriber_type="postpaid")
+        line = Line(f"u-{uuid.uuid4().hex}", body["msisdn"], body["iccid"])
+        subscriber = Subscriber(
+            user_id=line.user_id,
+            msisdn=line.msisdn,
+            iccid=line.iccid,
+            subscriber_type=SubscriberType.POSTPAID,
+            state=body["state"],
+            status=SubscriberStatus.ACTIVE,
+            bill_cycle_day=bill_cycle_day,
+            created_at=self.now(),
+            name=body["name"],
+            email=body["email"],
+        )
+        previous = current_table()
+        with aws_environment(self.runtime.endpoint_url, self.deployment.region):
+            bind_table(self.table, self.deployment.region)
+            try:
+                assert seed_subscriber(DynamoSubscriptionStore(), subscriber, lines_prefix=LINES)
+            finally:
+                bind_table(*previous)  # this process's other tests keep their table
+        owner = (line.user_id, "subscriber")
+        bought = self.post(
+            "/subscribe", {"user_id": line.user_id, "plan_id": body["plan_id"]}, owner
+        )
+        assert bought.status_code == 201, bought.text
+        return line
 
     def disconnect(self, line: Line, reason: str) -> str:
         role, proof = REQUESTS[reason]
@@ -326,12 +368,18 @@ def two_days_in(system: DisconnectionSystem) -> dict[str, Line]:
 
 @pytest.fixture(scope="module")
 def first_bill_unpaid(system: DisconnectionSystem) -> dict[str, Line]:
-    """Two lines two days past their first bill date, that bill issued and unpaid."""
-    lines = dict(zip(["USER_REQUEST", "FRAUD"], system.activate_postpaid(2), strict=True))
+    """Two lines two days past their first bill date, that bill issued and unpaid.
+
+    Their bill-cycle day is two days on, so the first bill is a day or two of rental:
+    activated lines would bill in a month, and walking the clock a month fires each
+    daily sweep thirty-odd times (most of this module's minutes)."""
+    day = to_ist(system.now() + timedelta(days=2)).day
+    cycle_day = day if day <= LAST_BILL_CYCLE_DAY else 1
+    lines = {reason: system.seed_postpaid(cycle_day) for reason in ("USER_REQUEST", "FRAUD")}
     bill_dates = []
     for line in lines.values():
         profile = system.profile(line.user_id)
-        # The bill-cycle day is the activation's IST day: the first cycle ends a month on.
+        # The first cycle ends on the next bill-cycle day.
         bill_dates.append(cycle_containing(int(profile.bill_cycle_day), profile.created_at).end)
     system.advance_to(max(bill_dates) + timedelta(days=2))
     for line in lines.values():
