@@ -12,7 +12,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 PYTEST := $(PY) -m pytest -q
 
 .PHONY: help install lint format test test-unit test-integration test-infra test-local test-e2e \
-        test-fuzz fuzz run synth layer lock bench bench-coldstart bench-rating bench-billing clean
+        test-fuzz fuzz run synth layer lock bench bench-coldstart bench-rating bench-billing bench-api \
+        bench-cost bench-summary test-soak soak clean
 
 help:
 	@echo "make run     start the whole system locally (moto, no Docker, no AWS account)"
@@ -66,6 +67,15 @@ test-fuzz: $(STAMP)
 fuzz: $(STAMP)
 	TBCSS_FUZZ_PROFILE=long $(PYTEST) -s tests/fuzz
 
+# A simulated month under injected faults, checked against a reference computed from
+# the deduplicated input (tests/soak). Not yet in `make test`: the quick profile takes
+# minutes (every simulated day fires the daily sweeps one by one), over its budget.
+test-soak: $(STAMP)
+	$(PYTEST) tests/soak
+
+soak: $(STAMP)
+	TBCSS_SOAK_PROFILE=full $(PYTEST) -s tests/soak
+
 run: $(STAMP)
 	$(BIN)/tbcss local up
 
@@ -84,16 +94,29 @@ lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
 		-o requirements-lambda.lock pyproject.toml
 
-bench: bench-coldstart bench-rating bench-billing
+# Every benchmark, then one table of their results (bench/README.md records the latest).
+bench: bench-coldstart bench-rating bench-billing bench-api bench-cost
+	$(PY) -m bench.summary
 
 bench-coldstart: $(STAMP)
-	$(PY) bench/cold_start.py
+	$(PY) -m bench.cold_start
 
 bench-rating: $(STAMP)
 	$(PY) -m bench.rating
 
+bench-api: $(STAMP)
+	$(PY) -m bench.api
+
 bench-billing: $(STAMP)
 	$(PY) -m bench.billing
+
+# Runs the full soak (metering every AWS request), then prices its usage.
+bench-cost: soak
+	$(PY) -m bench.cost
+
+# One table of every bench's last results (bench/results/*.json).
+bench-summary: $(STAMP)
+	$(PY) -m bench.summary
 
 clean:
 	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,312 @@
+"""The system under soak: the local runtime (every handler in its worker, moto
+behind it, the pollers, the scheduler and the clock), started in this process,
+and the customers, network and agents that use it over its API and CDR stream.
+
+Customers behave like clients do: a 5xx or a dropped connection is retried with
+the same Idempotency-Key; a declined payment is paid again with a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import requests
+from boto3.dynamodb.types import TypeDeserializer
+
+from infra.cdr import send
+from infra.local.meter import runtime_client_config
+from infra.local.runtime import LocalRuntime, RuntimeOptions, aws_environment, seed_subscriber
+from shared.clock import FixedClock
+from shared.db import DynamoPlanCatalog, DynamoSubscriptionStore, bind_table, current_table
+from shared.events import EventBridgePublisher
+from shared.models import Subscriber, SubscriberStatus, SubscriberType
+from shared.services.subscriptions import SubscriptionService
+from shared.simulation import SimulatorKnobs
+from tests.soak.workload import PREPAID_WALLET_PAISE, Line
+
+log = logging.getLogger("tbcss.soak")
+T = TypeVar("T")
+
+CLIENTS = 6  # concurrent API clients
+RETRIES = 12  # a client's attempts at one request (5xx, dropped connection, key in progress)
+# 409s that mean "not now": the key's first attempt still holds it (it crashed; its
+# claim lapses after the function's timeout), or a concurrent change won the race.
+TRY_AGAIN = ('"IDEMPOTENCY_IN_PROGRESS"', '"CONCURRENT_MODIFICATION"')
+TOKEN_TTL_SECONDS = 8 * 3600
+AGENT = ("soak-agent", "agent")
+KNOBS_PARAMETER = "/tbcss/dev/simulator-knobs"
+TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+VISIBILITY_TIMEOUT_SECONDS = 10
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class SoakSystem:
+    def __init__(self, state_dir: Path, start_at: datetime) -> None:
+        self.runtime = LocalRuntime(
+            RuntimeOptions(port=free_port(), state_dir=state_dir, seed=True)
+        )
+        # Before the scheduler starts, so no schedule fires for the skipped days.
+        self.runtime.clock.advance_to(start_at.timestamp())
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._sessions: dict[int, requests.Session] = {}
+        self.client_retries = 0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def __enter__(self) -> SoakSystem:
+        self.runtime.start()
+        self._shorten_visibility_timeouts()
+        return self
+
+    def _shorten_visibility_timeouts(self) -> None:
+        """A batch whose worker crashed comes back after the queue's visibility
+        timeout (3 to 6 minutes as deployed): real time, which the simulated
+        clock cannot skip. The soak compresses it as it compresses the month."""
+        sqs = self.aws("sqs", billed=False)
+        for url in self.deployment.queues.values():
+            sqs.set_queue_attributes(
+                QueueUrl=url, Attributes={"VisibilityTimeout": str(VISIBILITY_TIMEOUT_SECONDS)}
+            )
+
+    def __exit__(self, *_: object) -> None:
+        self.runtime.stop()
+
+    @property
+    def deployment(self) -> Any:
+        assert self.runtime.deployment is not None
+        return self.runtime.deployment
+
+    def aws(self, service: str, *, billed: bool = True) -> Any:
+        """A client at the runtime's moto; ``billed=False`` for the soak's own
+        looking and steering (scans, queue checks), which the meter leaves out."""
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            endpoint_url=self.runtime.endpoint_url,
+            region_name=self.deployment.region,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+            config=None if billed else runtime_client_config(),
+        )
+
+    @property
+    def table(self) -> str:
+        return str(next(iter(self.deployment.tables.values())))
+
+    def now(self) -> datetime:
+        return self.runtime.clock.now()
+
+    def advance_to(self, moment: datetime) -> None:
+        """Move the clock; every schedule due on the way fires (bill runs, sweeps, janitors)."""
+        assert self.runtime.scheduler is not None
+        self.runtime.scheduler.advance_to(moment)
+
+    def settle(self, timeout: float = 300) -> None:
+        """Until every stream and queue is drained and no workflow is running."""
+        assert self.runtime.pollers is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = max(1.0, deadline - time.monotonic())
+            if self.runtime.pollers.drain(timeout_seconds=left) and not self._running_executions():
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"the system did not settle in {timeout:.0f} s")
+
+    def _running_executions(self) -> int:
+        machines = self.aws("stepfunctions", billed=False)
+        return sum(
+            len(machines.list_executions(stateMachineArn=arn, statusFilter="RUNNING")["executions"])
+            for arn in self.deployment.state_machines.values()
+        )
+
+    def set_knobs(self, knobs: SimulatorKnobs) -> None:
+        """The simulated KYC provider, network and payment gateway misbehave like this."""
+        self.aws("ssm", billed=False).put_parameter(
+            Name=KNOBS_PARAMETER, Value=knobs.model_dump_json(), Type="String", Overwrite=True
+        )
+
+    # --- seeding -------------------------------------------------------------------
+
+    def seed(self, lines: Sequence[Line]) -> None:
+        """Active subscribers with a plan from now, written as activation and
+        POST /subscribe would (through the same services and stores), in bulk."""
+        bus = str(next(iter(self.deployment.buses.values())))
+        previous = current_table()
+        with aws_environment(self.runtime.endpoint_url, self.deployment.region):
+            bind_table(self.table, self.deployment.region)
+            try:
+                store = DynamoSubscriptionStore()
+                service = SubscriptionService(
+                    DynamoPlanCatalog(),
+                    store,
+                    EventBridgePublisher(self.aws("events"), bus),
+                    FixedClock(self.now()),
+                )
+                prefix = self.runtime.lines_prefix()
+
+                def seed_one(line: Line) -> None:
+                    seed_subscriber(
+                        store,
+                        _subscriber(line, self.now()),
+                        lines_prefix=prefix,
+                        wallet_paise=0 if line.postpaid else PREPAID_WALLET_PAISE,
+                    )
+                    service.subscribe(line.user_id, line.plan_id)
+
+                in_parallel(seed_one, lines)
+            finally:
+                bind_table(*previous)
+
+    # --- the CDR feed ----------------------------------------------------------------
+
+    def send_cdrs(self, records: Sequence[bytes]) -> None:
+        stream = str(next(iter(self.deployment.streams.values())))
+        send(self.aws("kinesis"), stream, list(records))
+
+    # --- the API, as clients use it ------------------------------------------------------
+
+    def token(self, sub: str, role: str) -> str:
+        key = (sub, role)
+        if key not in self._tokens:
+            assert self.runtime.issuer is not None
+            self._tokens[key] = self.runtime.issuer.issue(sub, [role], TOKEN_TTL_SECONDS)
+        return self._tokens[key]
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        caller: tuple[str, str],
+        body: Any = None,
+        idempotency_key: str | None = None,
+    ) -> requests.Response:
+        """One client request, retried as a client would on a 5xx or a dropped
+        connection, with the same Idempotency-Key."""
+        headers = {"Authorization": f"Bearer {self.token(*caller)}"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        url = self.runtime.api_url + path
+        session = self._session()
+        for attempt in range(RETRIES):
+            try:
+                answer = session.request(method, url, json=body, headers=headers, timeout=60)
+            except requests.ConnectionError:
+                answer = None
+            if answer is not None and not _worth_retrying(answer):
+                return answer
+            self.client_retries += 1
+            time.sleep(min(5.0, 0.25 * 2**attempt))
+        if answer is None:
+            raise AssertionError(f"{method} {path}: no answer after {RETRIES} attempts")
+        return answer
+
+    def _session(self) -> requests.Session:
+        import threading  # noqa: PLC0415 - only here: one session per client thread
+
+        ident = threading.get_ident()
+        if ident not in self._sessions:
+            self._sessions[ident] = requests.Session()
+        return self._sessions[ident]
+
+    def post(self, path: str, caller: tuple[str, str], body: Any) -> requests.Response:
+        return self.call("POST", path, caller, body, str(uuid.uuid4()))
+
+    def get(self, path: str, caller: tuple[str, str]) -> Any:
+        answer = self.call("GET", path, caller)
+        assert answer.status_code == 200, f"GET {path}: {answer.status_code} {answer.text}"
+        return answer.json()
+
+    # --- reading the end state --------------------------------------------------------------
+
+    def items(self) -> Iterator[dict[str, Any]]:
+        """Every item of the table, plain Python values."""
+        deserializer = TypeDeserializer()
+        for page in (
+            self.aws("dynamodb", billed=False).get_paginator("scan").paginate(TableName=self.table)
+        ):
+            for item in page["Items"]:
+                yield {name: deserializer.deserialize(value) for name, value in item.items()}
+
+    def dead_letters(self) -> dict[str, list[str]]:
+        """The bodies left in every dead-letter queue (and failure destination)."""
+        sqs = self.aws("sqs", billed=False)
+        left: dict[str, list[str]] = {}
+        for url in self.deployment.queues.values():
+            if "dlq" not in url.lower() and "failure" not in url.lower():
+                continue
+            bodies = []
+            while batch := sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300
+            ).get("Messages", []):
+                bodies += [message["Body"] for message in batch]
+            if bodies:
+                left[url.rsplit("/", 1)[-1]] = bodies
+        return left
+
+
+def _worth_retrying(answer: requests.Response) -> bool:
+    """A 5xx or a "not now" 409: ask again a little later, with the same key."""
+    if answer.status_code in TRANSIENT_STATUSES:
+        return True
+    return answer.status_code == 409 and any(code in answer.text for code in TRY_AGAIN)
+
+
+def _subscriber(line: Line, now: datetime) -> Subscriber:
+    return Subscriber(
+        user_id=line.user_id,
+        msisdn=line.msisdn,
+        subscriber_type=SubscriberType(line.subscriber_type),
+        state="KA",
+        status=SubscriberStatus.ACTIVE,
+        bill_cycle_day=1,
+        created_at=now,
+        iccid=line.iccid,
+    )
+
+
+def in_parallel(work: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
+    """The customers act at once, as many as there are clients."""
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        return list(pool.map(work, items))
+
+
+def wait_until(probe: Callable[[], T | None], what: str, timeout: float = 300) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = probe()
+        if result is not None:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextmanager
+def timed(what: str, seconds: dict[str, float]) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        seconds[what] = round(time.monotonic() - started, 1)
+        log.warning("soak: %s took %.1f s", what, seconds[what])
+
+
+def next_month_start(after: datetime) -> datetime:
+    """00:00 IST on the first 1st after ``after`` (a bill date for cycle day 1)."""
+    ist = after.astimezone(UTC) + timedelta(hours=5, minutes=30)
+    year, month = (ist.year + 1, 1) if ist.month == 12 else (ist.year, ist.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC) - timedelta(hours=5, minutes=30)
