@@ -92,6 +92,8 @@ class Outcome:
     declined_payments: int = 0
     disconnections: dict[str, str] = field(default_factory=dict)  # disconnection_id -> user
     blocked_after_overdue: set[str] = field(default_factory=set)
+    unpaid_at_overdue: set[str] = field(default_factory=set)
+    unpaid_at_end: set[str] = field(default_factory=set)  # postpaid lines with an open bill
     final_status: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # the blocked
     seconds: dict[str, float] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)  # phase -> metered AWS usage
@@ -212,7 +214,8 @@ class Month:
         )
         self.system.advance_to(_ist_day_after(due, days=8))  # grace: 7 days after the due date
         self.system.settle()
-        for user_id in self._unpaid_postpaid():
+        self.outcome.unpaid_at_overdue = self._unpaid_postpaid()
+        for user_id in self.outcome.unpaid_at_overdue:
             status = self.system.get(f"/service-control/status/{user_id}", AGENT)
             if status["status"] == "TEMP_BLOCKED" and "OVERDUE" in status["block_reasons"]:
                 self.outcome.blocked_after_overdue.add(user_id)
@@ -243,6 +246,7 @@ class Month:
         for _ in range(6):  # janitors reconcile what the gateway left hanging
             self.system.advance_to(self.system.now() + JANITOR_STEP)
             self.system.settle()
+        self.outcome.unpaid_at_end = self._unpaid_postpaid()
         for user_id in sorted(self.outcome.blocked_after_overdue):
             status = self.system.get(f"/service-control/status/{user_id}", AGENT)
             self.outcome.final_status[user_id] = (status["status"], status["block_reasons"])
@@ -313,8 +317,8 @@ class Month:
                 {"token": f"tok_{uuid.uuid4().hex[:16]}"} if card else {"vpa": "soak@okaxis"}
             )
             accepted = self.system.post("/payments", owner, body)
-            if accepted.status_code == 409:  # already paid in full meanwhile
-                continue
+            if accepted.status_code == 409 and '"INVOICE_NOT_PAYABLE"' in accepted.text:
+                continue  # paid in full meanwhile (an earlier attempt's webhook came in)
             assert accepted.status_code == 202, accepted.text
             started.append(accepted.json()["payment_id"])
             self.outcome.payments.append(accepted.json()["payment_id"])

@@ -242,18 +242,28 @@ class SoakSystem:
             for item in page["Items"]:
                 yield {name: deserializer.deserialize(value) for name, value in item.items()}
 
+    def queued_bodies(self, url: str) -> list[str]:
+        """Every message body in the queue, left there (hidden for a while)."""
+        sqs = self.aws("sqs", billed=False)
+        bodies: list[str] = []
+        while batch := sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300
+        ).get("Messages", []):
+            bodies += [message["Body"] for message in batch]
+        return bodies
+
+    def anomaly_bodies(self) -> list[str]:
+        queues = self.deployment.queues.values()
+        urls = [url for url in queues if "anomal" in url.lower() and "dlq" not in url.lower()]
+        return [body for url in urls for body in self.queued_bodies(url)]
+
     def dead_letters(self) -> dict[str, list[str]]:
         """The bodies left in every dead-letter queue (and failure destination)."""
-        sqs = self.aws("sqs", billed=False)
         left: dict[str, list[str]] = {}
         for url in self.deployment.queues.values():
-            if "dlq" not in url.lower() and "failure" not in url.lower():
+            if "dlq" not in url.lower():
                 continue
-            bodies = []
-            while batch := sqs.receive_message(
-                QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300
-            ).get("Messages", []):
-                bodies += [message["Body"] for message in batch]
+            bodies = self.queued_bodies(url)
             if bodies:
                 left[url.rsplit("/", 1)[-1]] = bodies
         return left

@@ -73,12 +73,40 @@ def _checks(system: SoakSystem, workload: Workload, outcome: Outcome) -> dict[st
             for user, (status, reasons) in outcome.final_status.items()
             if (status == "ACTIVE" and not reasons) != (user in workload.behaviour.pays_after_block)
         ],
+        "the unpaid, and only they, blocked": (
+            []
+            if outcome.blocked_after_overdue == outcome.unpaid_at_overdue
+            else [
+                f"blocked {sorted(outcome.blocked_after_overdue)[:5]}, "
+                f"unpaid {sorted(outcome.unpaid_at_overdue)[:5]}"
+            ]
+        ),
+        "every bill paid but the non-payers'": [
+            f"{user}: a bill still open"
+            for user in outcome.unpaid_at_end - set(workload.behaviour.disconnects)  # final bills
+            if user in workload.behaviour.pays_on_time | workload.behaviour.pays_after_block
+        ]
+        + [
+            f"{user}: never paid, yet nothing open"
+            for user in _never_paying(workload)
+            if user not in outcome.unpaid_at_end
+        ],
+        "unknown numbers kept for review": invariants.anomalies_kept(
+            system.anomaly_bodies(), reference
+        ),
         "nothing unexplained in a DLQ": [
             f"{queue}: {len(bodies)} message(s), e.g. {bodies[0][:300]}"
             for queue, bodies in system.dead_letters().items()
         ],
         "idempotent replays": outcome.replay_mismatches,
     }
+
+
+def _never_paying(workload: Workload) -> set[str]:
+    behaviour = workload.behaviour
+    postpaid = {line.user_id for line in workload.lines if line.postpaid}
+    closing = set(behaviour.disconnects)
+    return postpaid - behaviour.pays_on_time - behaviour.pays_after_block - closing
 
 
 _FINAL_ACT = frozenset({"ACTIVE", "KYC_REJECTED", "ESCALATED"})

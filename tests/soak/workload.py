@@ -33,6 +33,7 @@ DUPLICATE_RATE = 0.05
 OUT_OF_ORDER_RATE = 0.10
 LATE_RATE = 0.02  # held back and sent after the bill run: usage of a closed cycle
 UNKNOWN_RATE = 0.002
+HEAVY_SMS = 150
 SOAK_MSISDN_PREFIX = "8"  # seeded lines: 8 + 9 digits (activations use 7..., unknowns 60...)
 
 
@@ -172,7 +173,9 @@ def _usage_steps(
             unknown_rate=UNKNOWN_RATE,
             span=span - timedelta(hours=2),  # from an hour into the month: after the plans start
         )
-        records = generate(msisdns, mix, seed=seed * 10 + number, end=until)
+        records = list(generate(msisdns, mix, seed=seed * 10 + number, end=until))
+        if number == 0:
+            records += _beyond_the_sms_quota(lines, until) + _same_ids_elsewhere(records)
         feed = [json.dumps(record).encode() for record in records]
         late = {index for index in range(len(feed)) if rng.random() < LATE_RATE}
         steps.append(
@@ -183,6 +186,29 @@ def _usage_steps(
             )
         )
     return tuple(steps)
+
+
+def _beyond_the_sms_quota(lines: Sequence[Line], at: datetime) -> list[dict[str, Any]]:
+    """One in four POST_BASIC_399 lines sends 150 SMS (its quota: 100), so the
+    month's invoices carry overage lines for the reference to re-rate."""
+    basic = [line for line in lines if line.plan_id == "POST_BASIC_399"][::4]
+    return [
+        {
+            "record_id": f"bulk-sms-{line.user_id}",
+            "source": "SMSC-CHN-01",
+            "msisdn": "+91" + line.msisdn,
+            "usage_type": "SMS",
+            "count": HEAVY_SMS,
+            "started_at": (at - timedelta(hours=2)).isoformat(timespec="seconds"),
+        }
+        for line in basic
+    ]
+
+
+def _same_ids_elsewhere(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Another network element numbering its records like the first: the dedup key is
+    (source, record_id), so these are new records, not duplicates."""
+    return [{**record, "source": "MSC-PUN-09"} for record in records[: len(records) // 100]]
 
 
 def _behaviour(profile: Profile, lines: Sequence[Line], rng: random.Random) -> Behaviour:
