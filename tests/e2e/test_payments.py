@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
 
-from tests.activation_data import activation_body
-from tests.e2e.conftest import (
-    LocalSystem,
-    wait_for,
-)
+from tests.e2e.conftest import LocalSystem
 
 AGENT = ("agent-e2e", "agent")
 CARD_NUMBER = "4111111111111111"  # a test card: passes the Luhn check
@@ -27,34 +23,11 @@ def system(local_system: LocalSystem) -> LocalSystem:
     return local_system
 
 
-def _activate_postpaid(system: LocalSystem) -> dict[str, Any]:
-    body = activation_body(plan_id="POST_BASIC_399", subscriber_type="postpaid")
-    agent = system.token(*AGENT)
-    accepted = system.post("/activate-sim", body, agent, str(uuid.uuid4()))
-    assert accepted.status_code == 202, accepted.text
-    activation_id = accepted.json()["activation_id"]
-
-    def active() -> bool:
-        return bool(system.get(f"/activations/{activation_id}", agent).json()["status"] == "ACTIVE")
-
-    wait_for(active, timeout=60, what="the activation")
-    return {**body, "user_id": accepted.json()["user_id"]}
-
-
 def _status(system: LocalSystem, user_id: str) -> dict[str, Any]:
     answer = system.get(f"/service-control/status/{user_id}", system.token(*AGENT))
     assert answer.status_code == 200, answer.text
     result: dict[str, Any] = answer.json()
     return result
-
-
-def _barring(system: LocalSystem, msisdn: str) -> dict[str, Any]:
-    line: dict[str, Any] = json.loads(system.cli("network", "show", msisdn))
-    return dict(line["barring"])
-
-
-def _advance(system: LocalSystem, delta: timedelta) -> None:
-    system.cli("local", "clock", "advance", "--days", f"{delta.total_seconds() / 86400:.5f}")
 
 
 def test_a_card_number_is_refused_and_stored_or_logged_nowhere(system: LocalSystem) -> None:
