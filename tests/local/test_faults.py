@@ -23,6 +23,7 @@ from infra.local.deploy import Deployment
 from infra.local.faults import FaultDice, FaultInjector, FaultKind, FaultPlan, InjectedFault
 from infra.local.runtime import LocalRuntime
 from tests.local.conftest import function_named
+from tests.local.test_stepfunctions import _wait_for_end
 
 DEADLINE_SECONDS = 20
 FIXTURE_KINESIS_RETRIES = 2  # tests/local/fixture/app.py
@@ -310,16 +311,6 @@ def test_a_crash_in_a_workflow_step_fails_the_lambda_task(
     # The name a Retry or Catch on the task matches (States.ALL does).
     assert described["status"] == "FAILED"
     assert described["error"] == "Runtime.ExitError"
-
-
-def _wait_for_end(sfn: Any, execution_arn: str) -> dict[str, Any]:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
-        if described["status"] != "RUNNING":
-            return described
-        time.sleep(0.1)
-    raise AssertionError(f"execution still running after {DEADLINE_SECONDS} s")
 
 
 def test_the_kinesis_poller_retries_a_crashed_batch_then_gives_up(

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.db import PK, SK
-from tests.soak.reference import USAGE_TYPES, Reference
+from tests.soak.reference import USAGE_TYPES, Reference, catalog
 from tests.soak.workload import Workload
 
 GST_BASIS_POINTS = 1800
@@ -169,7 +169,7 @@ def overage_as_rated(
 ) -> list[str]:
     """The month's overage lines charge what the reference usage exceeds the plan
     by, pulse by pulse (plans unchanged in the month; late usage excluded)."""
-    plans = _catalog()
+    plans = catalog()
     by_user = {
         line.user_id: line
         for line in workload.lines
@@ -218,14 +218,6 @@ def _overage(plan: dict[str, Any], usage_type: str, units: int) -> int:
     else:
         included, pulse, price = plan["sms"], 1, overage["sms_paise_each"]
     return int(price * math.ceil(max(0, units - included) / pulse))
-
-
-def _catalog() -> dict[str, dict[str, Any]]:
-    from tests.soak.reference import CATALOG  # noqa: PLC0415
-
-    plans = json.loads(CATALOG.read_text())
-    plans = plans["plans"] if isinstance(plans, dict) else plans
-    return {plan["plan_id"]: plan for plan in plans}
 
 
 def money_balances(end: EndState) -> list[str]:

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.soak.workload import Line
 
@@ -39,14 +40,17 @@ class Pulses:
         return int(str(record["count"]))
 
 
-def pulses_by_plan() -> dict[str, Pulses]:
+def catalog() -> dict[str, dict[str, Any]]:
+    """The plan catalog's data file, by plan id."""
     plans = json.loads(CATALOG.read_text())
     plans = plans["plans"] if isinstance(plans, dict) else plans
+    return {plan["plan_id"]: plan for plan in plans}
+
+
+def pulses_by_plan() -> dict[str, Pulses]:
     return {
-        plan["plan_id"]: Pulses(
-            plan["overage"]["data_pulse_bytes"], plan["overage"]["voice_pulse_seconds"]
-        )
-        for plan in plans
+        plan_id: Pulses(plan["overage"]["data_pulse_bytes"], plan["overage"]["voice_pulse_seconds"])
+        for plan_id, plan in catalog().items()
     }
 
 

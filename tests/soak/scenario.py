@@ -25,14 +25,15 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
 from infra.local.faults import FaultPlan
 from shared.simulation import FailureKnobs, GatewayKnobs, SimulatorKnobs
 from tests.activation_data import activation_body
-from tests.soak.system import AGENT, SoakSystem, in_parallel, timed, wait_until
+from tests.e2e.conftest import wait_for
+from tests.soak.system import AGENT, SoakSystem, in_parallel, timed
 from tests.soak.workload import Workload
 
 ACTIVATION_SERIAL_BASE = 9_200_000_000
@@ -126,7 +127,9 @@ class Month:
             with timed(name, self.outcome.seconds):
                 phase()
             self.outcome.usage[name] = (self.system.runtime.meter.snapshot() - before).to_dict()
-        self.outcome.faults = self.system.runtime.injected_faults()
+        self.outcome.faults = Counter(
+            {str(k): n for k, n in self.system.runtime.injected_faults().items()}
+        )
         self.outcome.client_retries = self.system.client_retries
         return self.outcome
 
@@ -156,9 +159,10 @@ class Month:
 
         in_parallel(activate, range(len(scripts)))
         for activation_id in self.outcome.activations:
-            self.outcome.activation_status[activation_id] = wait_until(
+            self.outcome.activation_status[activation_id] = wait_for(
                 partial(self._activation_final, activation_id),
-                f"activation {activation_id} in a final state",
+                timeout=300,
+                what=f"activation {activation_id} in a final state",
             )
 
     def _activation_final(self, activation_id: str) -> str | None:
@@ -251,9 +255,10 @@ class Month:
             status = self.system.get(f"/service-control/status/{user_id}", AGENT)
             self.outcome.final_status[user_id] = (status["status"], status["block_reasons"])
         for disconnection_id in self.outcome.disconnections:
-            self.outcome.disconnection_status[disconnection_id] = wait_until(
+            self.outcome.disconnection_status[disconnection_id] = wait_for(
                 partial(self._disconnection_final, disconnection_id),
-                f"disconnection {disconnection_id} in a final state",
+                timeout=300,
+                what=f"disconnection {disconnection_id} in a final state",
             )
 
     def _disconnection_final(self, disconnection_id: str) -> str | None:
@@ -348,7 +353,5 @@ class Month:
 
 def _ist_day_after(day: str, days: int) -> Any:
     """00:05 IST, ``days`` after the IST date ``day``, as a UTC datetime."""
-    from datetime import UTC, date, datetime  # noqa: PLC0415
-
     start = datetime.combine(date.fromisoformat(day) + timedelta(days=days), datetime.min.time())
     return (start - timedelta(hours=5, minutes=25)).replace(tzinfo=UTC)

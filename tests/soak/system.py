@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -216,8 +217,6 @@ class SoakSystem:
         return answer
 
     def _session(self) -> requests.Session:
-        import threading  # noqa: PLC0415 - only here: one session per client thread
-
         ident = threading.get_ident()
         if ident not in self._sessions:
             self._sessions[ident] = requests.Session()
@@ -293,16 +292,6 @@ def in_parallel(work: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
     """The customers act at once, as many as there are clients."""
     with ThreadPoolExecutor(CLIENTS) as pool:
         return list(pool.map(work, items))
-
-
-def wait_until(probe: Callable[[], T | None], what: str, timeout: float = 300) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = probe()
-        if result is not None:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @contextmanager

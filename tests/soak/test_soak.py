@@ -10,14 +10,13 @@ CDRs. Either way the run's metered AWS usage, per phase, goes to
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from tests.soak import invariants
 from tests.soak.reference import compute
-from tests.soak.scenario import Month, Outcome
+from tests.soak.scenario import ACTIVATION_FINAL, Month, Outcome
 from tests.soak.system import SoakSystem, next_month_start
 from tests.soak.workload import Workload, build, profile_from_environment
 
@@ -63,7 +62,7 @@ def _checks(system: SoakSystem, workload: Workload, outcome: Outcome) -> dict[st
         ),
         "captured = applied + refunded": invariants.money_balances(end),
         "activations final": [
-            f"{a}: {s}" for a, s in outcome.activation_status.items() if s not in _FINAL_ACT
+            f"{a}: {s}" for a, s in outcome.activation_status.items() if s not in ACTIVATION_FINAL
         ],
         "disconnections final": [
             f"{d}: {s}" for d, s in outcome.disconnection_status.items() if s != "DISCONNECTED"
@@ -109,9 +108,6 @@ def _never_paying(workload: Workload) -> set[str]:
     return postpaid - behaviour.pays_on_time - behaviour.pays_after_block - closing
 
 
-_FINAL_ACT = frozenset({"ACTIVE", "KYC_REJECTED", "ESCALATED"})
-
-
 def _write_usage(workload: Workload, outcome: Outcome) -> None:
     phases: dict[str, Any] = outcome.usage
     total: dict[str, Any] = {"requests": {}, "units": {}}
@@ -141,7 +137,6 @@ def _write_usage(workload: Workload, outcome: Outcome) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"soak-usage-{workload.profile.name}.json"
     path.write_text(json.dumps(document, indent=2))
-    os.environ.setdefault("TBCSS_SOAK_USAGE", str(path))
 
 
 def _summary(workload: Workload, outcome: Outcome) -> str:
