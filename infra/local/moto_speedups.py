@@ -12,8 +12,14 @@ a table of 100,000 items crawl:
   matching items again by the index's key (which ends with the base table's key,
   unique per item, so the first sort never decides anything). Installed, the
   first sort is skipped and a string partition key is matched by plain string
-  compares before moto's own (casting) checks; the pass over the table stays
-  (moto keeps no index), so a GSI Query is still O(table), only cheaper.
+  compares before moto's own (casting) checks. moto keeps no index, so the
+  speedup keeps one: the items grouped by the index's string partition key,
+  built in one pass and reused until the next write to any table (a sweep's
+  queries of every shard, with nothing written between, pass over the table once).
+
+The server itself finds the backend of every request by listing moto's package
+folder (a stat per service) and trying every service's URL patterns, under one
+lock; the answer depends only on the request's host, so it is remembered.
 
 Two more, outside DynamoDB:
 
@@ -105,12 +111,18 @@ def _apply() -> list[Callable[[], None]]:
     import moto.sqs.models as sqs_models  # noqa: PLC0415
     from moto.awslambda.models import LambdaBackend  # noqa: PLC0415
     from moto.dynamodb.models.table import Table  # noqa: PLC0415
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: PLC0415
 
     backend = dynamodb_models.DynamoDBBackend
+    writes = _Writes()
     return [
         swapped(dynamodb_models, "copy", _TableKeepingCopy(Table)),
         swapped(backend, "transact_write_items", _restoring(backend.transact_write_items)),
-        swapped(Table, "query", _narrowed_query(Table.query)),
+        *[
+            swapped(backend, name, writes.counted(getattr(backend, name)))
+            for name in _writing_methods(backend)
+        ],
+        swapped(Table, "query", _narrowed_query(Table.query, _IndexCache(writes))),
         swapped(Table, "all_items", _narrowable_all_items(Table.all_items)),
         swapped(
             LambdaBackend,
@@ -118,6 +130,11 @@ def _apply() -> list[Callable[[], None]]:
             _when_enabled(LambdaBackend.send_kinesis_message),
         ),
         swapped(sqs_models, "unix_time_millis", _unix_time_millis),
+        swapped(
+            DomainDispatcherApplication,
+            "get_backend_for_host",
+            _remembered(DomainDispatcherApplication.get_backend_for_host),
+        ),
     ]
 
 
@@ -254,15 +271,16 @@ def _put_back(saved: _SavedItem) -> None:
 _query_scope = threading.local()  # (table, candidate items) of this thread's query
 
 
-def _narrowed_query(original: Callable[..., Any]) -> Callable[..., Any]:
+def _narrowed_query(original: Callable[..., Any], index: _IndexCache) -> Callable[..., Any]:
     signature = inspect.signature(original)
 
     def query(table: Any, *args: Any, **kwargs: Any) -> Any:
         arguments = signature.bind(table, *args, **kwargs).arguments
         if arguments.get("index_name"):
             # query() sorts them by the index and checks every key condition itself.
-            candidates = _unsorted_items(table)
-            for name, value in arguments.get("hash_key_conditions") or ():
+            conditions = list(arguments.get("hash_key_conditions") or ())
+            candidates = index.candidates(table, conditions)
+            for name, value in conditions:
                 candidates = _with_string(candidates, name, value)
         elif arguments.get("hash_key") is not None:
             candidates = _partition(table, arguments["hash_key"])  # query() sorts them
@@ -317,6 +335,125 @@ def _unsorted_items(table: Any) -> list[Any]:
     if not table.range_key_attr:
         return partitions
     return [item for partition in partitions for item in list(partition.values())]
+
+
+# --- GSI Query: an index of the items by partition key, dropped on any write ----
+
+# DynamoDBBackend's methods that change nothing; every other one counts as a write
+# (an unknown or new method only costs the index a rebuild).
+_READ_ONLY_PREFIXES = ("describe_", "get_", "list_")
+_READ_ONLY = frozenset(
+    {
+        "batch_get_item",
+        "query",
+        "scan",
+        "transact_get_items",
+        "owns_arn",
+        "iter_tagged_resources",
+        "default_vpc_endpoint_service",
+        "default_vpc_endpoint_service_factory",
+        "vpce_random_number",
+    }
+)
+
+
+def _writing_methods(backend: type) -> list[str]:
+    return [
+        name
+        for name, _ in inspect.getmembers(backend, inspect.isfunction)
+        if not name.startswith("_")
+        and not name.startswith(_READ_ONLY_PREFIXES)
+        and name not in _READ_ONLY
+    ]
+
+
+class _Writes:
+    """Counts DynamoDB writes: the generation moves when one starts and when it ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._in_flight = 0
+
+    def counted(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def write(*args: Any, **kwargs: Any) -> Any:
+            self._moved(+1)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._moved(-1)
+
+        return write
+
+    def _moved(self, in_flight: int) -> None:
+        with self._lock:
+            self._generation += 1
+            self._in_flight += in_flight
+
+    def quiet_generation(self) -> int | None:
+        """The current generation, or None while a write is under way."""
+        with self._lock:
+            return None if self._in_flight else self._generation
+
+
+@dataclass(frozen=True)
+class _Grouping:
+    table: Any
+    by_value: dict[str, list[Any]]
+
+
+class _IndexCache:
+    """The items of a table grouped by one string attribute, kept while nothing is
+    written (only the current generation's: a write drops them all). A query that
+    races a write groups afresh and keeps nothing."""
+
+    def __init__(self, writes: _Writes) -> None:
+        self._writes = writes
+        self._lock = threading.Lock()
+        self._generation: int | None = None
+        self._groupings: dict[tuple[int, str], _Grouping] = {}
+
+    def candidates(self, table: Any, conditions: list[tuple[str, Any]]) -> list[Any]:
+        """The items that can match the first string condition (every item if none)."""
+        name, value = next(
+            ((name, value) for name, value in conditions if value.type == "S"), ("", None)
+        )
+        if value is None:
+            return _unsorted_items(table)
+        return self._grouping(table, name).get(value.value, [])
+
+    def _grouping(self, table: Any, name: str) -> dict[str, list[Any]]:
+        generation = self._writes.quiet_generation()
+        key = (id(table), name)
+        with self._lock:
+            kept = self._groupings.get(key) if generation == self._generation else None
+        if kept is not None and kept.table is table:
+            return kept.by_value
+        by_value: dict[str, list[Any]] = {}
+        for item in _unsorted_items(table):
+            found = item.attrs.get(name)
+            if found is not None and found.type == "S":
+                by_value.setdefault(found.value, []).append(item)
+        if generation is not None and self._writes.quiet_generation() == generation:
+            with self._lock:
+                if generation != self._generation:
+                    self._generation, self._groupings = generation, {}
+                self._groupings[key] = _Grouping(table, by_value)
+        return by_value
+
+
+# --- the server: a request's backend, remembered per host ------------------------
+
+
+def _remembered(original: Callable[[Any, str | None], Any]) -> Callable[[Any, str | None], Any]:
+    backends: dict[str | None, Any] = {}
+
+    def get_backend_for_host(dispatcher: Any, host: str | None) -> Any:
+        if host not in backends:
+            backends[host] = original(dispatcher, host)
+        return backends[host]
+
+    return get_backend_for_host
 
 
 # --- Kinesis: a disabled event source mapping delivers nothing ------------------

@@ -207,6 +207,52 @@ def test_an_index_query_pages_through_its_partition_in_index_order(
     assert len(found) == PARTITIONS * (ITEMS_PER_PARTITION // 2)
 
 
+def _index_keys(dynamodb: Any, table: str, group: str) -> list[tuple[str, str]]:
+    items = dynamodb.query(
+        TableName=table,
+        IndexName="ByG",
+        KeyConditionExpression="G = :g",
+        ExpressionAttributeValues={":g": {"S": group}},
+    )["Items"]
+    return sorted((item["PK"]["S"], item["SK"]["S"]) for item in items)
+
+
+def test_an_index_query_sees_every_kind_of_write_since_the_last_one(
+    aws: Any, indexed_table: str
+) -> None:
+    """The speedup groups the items by the index key once and keeps that until a
+    write: each write below must show in the very next query."""
+    dynamodb = aws("dynamodb")
+    before = _index_keys(dynamodb, indexed_table, "g1")
+    assert _index_keys(dynamodb, indexed_table, "g1") == before  # answered from the grouping
+
+    new = {"PK": {"S": "p9"}, "SK": {"S": "s01"}, "G": {"S": "g1"}, "GS": {"S": "0"}}
+    dynamodb.put_item(TableName=indexed_table, Item=new)
+    assert _index_keys(dynamodb, indexed_table, "g1") == sorted([*before, ("p9", "s01")])
+
+    moved = {"PK": {"S": "p9"}, "SK": {"S": "s01"}}
+    dynamodb.update_item(
+        TableName=indexed_table,
+        Key=moved,
+        UpdateExpression="SET G = :g",
+        ExpressionAttributeValues={":g": {"S": "g7"}},
+    )
+    assert _index_keys(dynamodb, indexed_table, "g1") == before
+    assert _index_keys(dynamodb, indexed_table, "g7") == [("p9", "s01")]
+
+    dynamodb.transact_write_items(
+        TransactItems=[
+            {"Delete": {"TableName": indexed_table, "Key": moved}},
+            {"Put": {"TableName": indexed_table, "Item": {**new, "SK": {"S": "s02"}}}},
+        ]
+    )
+    assert _index_keys(dynamodb, indexed_table, "g7") == []
+    assert _index_keys(dynamodb, indexed_table, "g1") == sorted([*before, ("p9", "s02")])
+
+    dynamodb.delete_item(TableName=indexed_table, Key={"PK": {"S": "p9"}, "SK": {"S": "s02"}})
+    assert _index_keys(dynamodb, indexed_table, "g1") == before
+
+
 def test_a_disabled_kinesis_mapping_runs_nothing_in_moto(aws: Any, deployment: Deployment) -> None:
     """moto would try Docker for each record (and log the failure in the function's
     log group); the runtime's poller is what delivers the records."""
