@@ -121,19 +121,22 @@ def _iso_millis(moment: datetime) -> str:
 
 @dataclass(frozen=True)
 class _PassResult:
-    """``progressed``: work was done (loop again at once). ``empty``: the source had
-    nothing at all, no batch in flight (what drain() waits for)."""
+    """``progressed``: work was done (loop again at once). ``empty_seen_at``: the
+    source had nothing at all, no batch in flight, as seen by a look that began at
+    this tick of :meth:`_Activity.tick` (what drain() waits for); None if not empty."""
 
     progressed: bool
-    empty: bool
+    empty_seen_at: int | None
 
 
 class _Activity:
-    """Counts passes that did work, across all pollers, for drain()."""
+    """Counts passes that did work, across all pollers, and ticks the moments of
+    looks at a source, for drain()."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._count = 0
+        self._ticks = 0
 
     def bump(self) -> None:
         with self._lock:
@@ -143,6 +146,12 @@ class _Activity:
     def count(self) -> int:
         with self._lock:
             return self._count
+
+    def tick(self) -> int:
+        """A number greater than every tick before: orders looks against drain()."""
+        with self._lock:
+            self._ticks += 1
+            return self._ticks
 
 
 @dataclass(frozen=True)
@@ -181,8 +190,7 @@ class _Poller:
             target=self._run, name=f"poller-{mapping.logical_id}", daemon=True
         )
         self._state_lock = threading.Lock()
-        self._passes_started = 0
-        self._last_empty_pass = 0
+        self._last_seen_empty = 0  # the tick of the latest look that found the source empty
         source = Arn.parse(mapping.source_arn)
         self.source_name = source.name
         self.account = source.account or DEFAULT_ACCOUNT
@@ -203,17 +211,14 @@ class _Poller:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def passes(self) -> tuple[int, int]:
-        """(passes started, number of the last pass that found the source empty)."""
+    def last_seen_empty(self) -> int:
+        """The tick at which the latest look that found the source empty began."""
         with self._state_lock:
-            return self._passes_started, self._last_empty_pass
+            return self._last_seen_empty
 
     def _run(self) -> None:
         backoff = self._settings.idle_sleep_seconds
         while not self._stop.is_set():
-            with self._state_lock:
-                self._passes_started += 1
-                number = self._passes_started
             try:
                 result = self._poll_once()
             except Exception:
@@ -226,9 +231,9 @@ class _Poller:
             backoff = self._settings.idle_sleep_seconds
             if result.progressed:
                 self._activity.bump()
-            if result.empty:
+            if result.empty_seen_at is not None:
                 with self._state_lock:
-                    self._last_empty_pass = number
+                    self._last_seen_empty = max(self._last_seen_empty, result.empty_seen_at)
             if not result.progressed:
                 self._stop.wait(self._settings.idle_sleep_seconds)
 
@@ -294,6 +299,8 @@ class KinesisPoller(_Poller):
             )
 
     def _poll_once(self) -> _PassResult:
+        # Every shard is read after this tick: an empty pass saw the stream empty since.
+        started = self._activity.tick()
         self._refresh_shards()
         progressed, empty = False, True
         for shard in list(self._shards.values()):
@@ -303,7 +310,7 @@ class KinesisPoller(_Poller):
             delivered = self._deliver_ready(shard)
             progressed = progressed or fetched or delivered
             empty = empty and not fetched and not delivered and not shard.buffer
-        return _PassResult(progressed=progressed, empty=empty)
+        return _PassResult(progressed=progressed, empty_seen_at=started if empty else None)
 
     # shards and records
     def _refresh_shards(self) -> None:
@@ -534,10 +541,15 @@ class SqsPoller(_Poller):
     def _poll_once(self) -> _PassResult:
         messages = self._collect_batch()
         if not messages:
-            return _PassResult(progressed=False, empty=self._queue_is_empty())
+            # The queue's counters, read after this tick, are the look that counts
+            # (the receive may have begun before a drain() did).
+            looked = self._activity.tick()
+            return _PassResult(
+                progressed=False, empty_seen_at=looked if self._queue_is_empty() else None
+            )
         result = self._invoke(self._event(messages))
         self._settle(messages, result)
-        return _PassResult(progressed=True, empty=False)
+        return _PassResult(progressed=True, empty_seen_at=None)
 
     def _collect_batch(self) -> list[MessageTypeDef]:
         batch_size = self.mapping.batch_size
@@ -734,25 +746,23 @@ class EventSourcePollers:
     def drain(self, timeout_seconds: float = 30.0) -> bool:
         """Wait until every source is empty and no batch is in flight.
 
-        True once every poller has completed a pass, begun after the check
-        started, that found its source empty, and no poller did any work in
-        the meantime (a handler may feed another poller's source).
+        True once every poller has found its source empty in a look begun after
+        the check started (an SQS queue's counters all zero; every shard of a
+        stream read to its end), and no poller did any work in the meantime (a
+        handler may feed another poller's source).
         """
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             work_before = self._activity.count
-            marks = [poller.passes()[0] for poller in self._pollers]
-            if not self._wait_for_empty_passes(marks, deadline):
+            if not self._wait_for_empty_looks(self._activity.tick(), deadline):
                 return False
             if self._activity.count == work_before:
                 return True
         return False
 
-    def _wait_for_empty_passes(self, marks: list[int], deadline: float) -> bool:
+    def _wait_for_empty_looks(self, mark: int, deadline: float) -> bool:
         while time.monotonic() < deadline:
-            if all(
-                poller.passes()[1] > mark for poller, mark in zip(self._pollers, marks, strict=True)
-            ):
+            if all(poller.last_seen_empty() > mark for poller in self._pollers):
                 return True
             time.sleep(0.02)
         return False
