@@ -9,6 +9,10 @@ does, two ways:
   to each occurrence's time before delivering it, so handlers see the scheduled
   time (the invoker hands ``clock.offset_seconds()`` to every invocation).
 
+Rules due at the same moment (the midnight sweeps) fire concurrently, as
+EventBridge fires them independently; one moment's deliveries all finish before
+the clock moves to the next.
+
 ``rate()`` schedules count from the moment the scheduler was created (as a rule
 created when the runtime started); ``cron()`` is absolute, in UTC.
 
@@ -35,8 +39,11 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from itertools import groupby
 from typing import TYPE_CHECKING, Any, Protocol
 
 from infra.local.contracts import InvocationType, Invoker
@@ -56,6 +63,8 @@ TICK_SECONDS = 1.0
 # each run sees everything still open, so the runtime keeps only its last few
 # (a month of rate(15 minutes) is 2,900 synchronous invocations).
 MAX_OCCURRENCES_PER_RULE = 200
+# Deliveries of one moment run at once on at most this many threads.
+MAX_CONCURRENT_DELIVERIES = 8
 
 
 class MovableClock(Protocol):
@@ -348,8 +357,8 @@ class TargetDelivery:
     Lambda functions go through the Invoker; SQS, Step Functions, Kinesis, SNS
     and event buses through their APIs in moto. Returns a short outcome
     ("ok", "queued", "error: ...", "skipped: ...") instead of raising: one broken
-    target must not stop the others or the clock. Not thread-safe: give each
-    thread its own (boto3 clients are created lazily and reused).
+    target must not stop the others or the clock. Thread-safe if the Invoker is
+    (WorkerInvoker is): the boto3 clients, created lazily under a lock, are shared.
     """
 
     def __init__(
@@ -366,6 +375,7 @@ class TargetDelivery:
         self._region = region
         self._session = local_session(endpoint_url)
         self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
 
     def label(self, target: TargetSpec) -> str:
         if self._deployment.has_function(target.arn):
@@ -454,11 +464,13 @@ class TargetDelivery:
         )
 
     def _client(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = self._session.client(  # type: ignore[call-overload]
-                service, endpoint_url=self._endpoint_url, region_name=self._region
-            )
-        return self._clients[service]
+        # A boto3 client is thread-safe once made; making clients from one Session is not.
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = self._session.client(  # type: ignore[call-overload]
+                    service, endpoint_url=self._endpoint_url, region_name=self._region
+                )
+            return self._clients[service]
 
 
 # --- the scheduler -----------------------------------------------------------------
@@ -469,6 +481,10 @@ class _Occurrence:
     moment: datetime
     order: int  # the rule's position in the template: ties fire in template order
     rule: RuleSpec
+
+
+def _moment(occurrence: _Occurrence) -> datetime:
+    return occurrence.moment
 
 
 class Scheduler:
@@ -492,7 +508,7 @@ class Scheduler:
         self._tick_seconds = tick_seconds
         self._max_occurrences = max_occurrences_per_rule
         self._max_rate_occurrences = max_occurrences_per_rate_rule or max_occurrences_per_rule
-        # Used only under _fire_lock, so one thread at a time.
+        # Shared by the concurrent deliveries of one moment (it is thread-safe).
         self._delivery = TargetDelivery(
             deployment, invoker, endpoint_url=endpoint_url, region=region
         )
@@ -570,10 +586,10 @@ class Scheduler:
             after = datetime.fromtimestamp(self._fired_until, UTC)
             until = datetime.fromtimestamp(target, UTC)
             lines: list[str] = []
-            for occurrence in self._due(after, until):
+            for moment, occurrences in groupby(self._due(after, until), key=_moment):
                 if move_clock:
-                    self._clock.advance_to(occurrence.moment.timestamp())
-                lines.extend(self._fire(occurrence, invocation))
+                    self._clock.advance_to(moment.timestamp())
+                lines.extend(self._fire_moment(list(occurrences), invocation))
             if move_clock:
                 self._clock.advance_to(target)
             self._fired_until = target
@@ -602,18 +618,47 @@ class Scheduler:
             due.extend(_Occurrence(moment, order, rule) for moment in taken)
         return sorted(due, key=lambda occurrence: (occurrence.moment, occurrence.order))
 
-    def _fire(self, occurrence: _Occurrence, invocation: InvocationType) -> list[str]:
+    def _fire_moment(self, occurrences: list[_Occurrence], invocation: InvocationType) -> list[str]:
+        """Every target of one moment's rules at once, as EventBridge fires them.
+        Returns when all are done, one line each, in template order."""
+        deliveries = [
+            delivery
+            for occurrence in occurrences
+            for delivery in self._deliveries(occurrence, invocation)
+        ]
+        if len(deliveries) <= 1:
+            return [deliver() for deliver in deliveries]
+        workers = min(len(deliveries), MAX_CONCURRENT_DELIVERIES)
+        with ThreadPoolExecutor(workers, thread_name_prefix="scheduler-fire") as pool:
+            futures = [pool.submit(deliver) for deliver in deliveries]
+            # deliver() turns a failure into its outcome, so one target's failure
+            # is its own line and never costs the others theirs.
+            return [future.result() for future in futures]
+
+    def _deliveries(
+        self, occurrence: _Occurrence, invocation: InvocationType
+    ) -> list[Callable[[], str]]:
+        """One call per target; an occurrence's targets share its event, as on AWS."""
         rule = occurrence.rule
         arn = rule_arn(rule, self._region, self._account)
         event = self.scheduled_event(arn, occurrence.moment)
-        lines = []
-        for target in rule.targets:
-            outcome = self._delivery.deliver(target, event, arn, invocation)
-            when = iso_z(occurrence.moment)
-            line = f"{when} rule {rule.name} -> {self._delivery.label(target)} {outcome}"
-            (log.info if outcome in ("ok", "queued") else log.warning)("%s", line)
-            lines.append(line)
-        return lines
+        return [
+            partial(self._fire_target, rule, target, event, arn, invocation)
+            for target in rule.targets
+        ]
+
+    def _fire_target(
+        self,
+        rule: RuleSpec,
+        target: TargetSpec,
+        event: dict[str, Any],
+        arn: str,
+        invocation: InvocationType,
+    ) -> str:
+        outcome = self._delivery.deliver(target, event, arn, invocation)
+        line = f"{event['time']} rule {rule.name} -> {self._delivery.label(target)} {outcome}"
+        (log.info if outcome in ("ok", "queued") else log.warning)("%s", line)
+        return line
 
     def scheduled_event(self, rule_arn: str, moment: datetime) -> dict[str, Any]:
         return {
@@ -743,7 +788,9 @@ class PatternDelivery:
         self._clock = clock
         self._region = region
         self._invocation = invocation
-        self._lock = threading.Lock()  # TargetDelivery is one-thread-at-a-time
+        # TargetDelivery is thread-safe; the lock only keeps the deliveries of
+        # one PutEvents call from interleaving with another's.
+        self._lock = threading.Lock()
         self._delivery = TargetDelivery(
             deployment, invoker, endpoint_url=endpoint_url, region=region
         )

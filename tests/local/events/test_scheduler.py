@@ -1,10 +1,13 @@
 """The scheduler: cron and rate rules fired in time order as the clock moves,
-each delivery seeing its occurrence's time, never twice."""
+each delivery seeing its occurrence's time, never twice; rules due at the same
+moment fire at once, as on AWS."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +35,11 @@ START = datetime(2030, 1, 1, 0, 30, tzinfo=UTC)
 
 BILL_RUN = function("BillRunFunction")
 SWEEP = function("SweepFunction")
+EXPIRY = function("ExpiryFunction")
+# The midnight sweeps' schedule: 00:00 IST, due at the same moment every day.
+MIDNIGHT_IST = "cron(30 18 * * ? *)"
+# How long a delivery waits for its same-moment peers before the test gives up.
+PEER_WAIT_SECONDS = 5.0
 
 
 def _clock_at(moment: datetime) -> LocalClock:
@@ -44,7 +52,7 @@ def _lambda_target(spec: Any) -> TargetSpec:
 
 def _scheduler(rules: list[Any], invoker: FakeInvoker, clock: LocalClock) -> Scheduler:
     return Scheduler(
-        deployment(rules=rules, functions=[BILL_RUN, SWEEP]),
+        deployment(rules=rules, functions=[BILL_RUN, SWEEP, EXPIRY]),
         invoker,
         clock,
         endpoint_url=None,
@@ -296,3 +304,137 @@ def test_negative_advance_is_refused() -> None:
     scheduler = _scheduler([], FakeInvoker(), _clock_at(START))
     with pytest.raises(ValueError, match="forward"):
         scheduler.advance(-1)
+
+
+def test_rules_due_at_the_same_moment_are_all_in_flight_at_once() -> None:
+    """Each delivery waits for the other two: fired one after another they would
+    time out waiting."""
+    clock = _clock_at(START)
+    peers = threading.Barrier(3, timeout=PEER_WAIT_SECONDS)
+
+    def wait_for_peers(_name: str, _payload: Any) -> InvocationResult:
+        peers.wait()
+        return InvocationResult(None)
+
+    scheduler = _scheduler(
+        [
+            rule("Expiry", MIDNIGHT_IST, [_lambda_target(EXPIRY)]),
+            rule("Sweeps", MIDNIGHT_IST, [_lambda_target(SWEEP), _lambda_target(BILL_RUN)]),
+        ],
+        FakeInvoker(wait_for_peers, clock=clock),
+        clock,
+    )
+
+    assert scheduler.advance(DAY) == [
+        "2030-01-01T18:30:00Z rule Expiry -> ExpiryFunction ok",
+        "2030-01-01T18:30:00Z rule Sweeps -> SweepFunction ok",
+        "2030-01-01T18:30:00Z rule Sweeps -> BillRunFunction ok",
+    ]
+
+
+def test_lines_keep_template_order_when_a_later_rule_finishes_first() -> None:
+    clock = _clock_at(START)
+    sweep_done = threading.Event()
+    finished: list[str] = []
+
+    def bill_run_outlasts_sweep(name: str, _payload: Any) -> InvocationResult:
+        if name == BILL_RUN.name and not sweep_done.wait(PEER_WAIT_SECONDS):
+            return handler_error("the sweep never ran alongside")
+        finished.append(name)
+        if name == SWEEP.name:
+            sweep_done.set()
+        return InvocationResult(None)
+
+    scheduler = _scheduler(
+        [
+            rule("BillRun", MIDNIGHT_IST, [_lambda_target(BILL_RUN)]),
+            rule("Sweep", MIDNIGHT_IST, [_lambda_target(SWEEP)]),
+        ],
+        FakeInvoker(bill_run_outlasts_sweep, clock=clock),
+        clock,
+    )
+
+    lines = scheduler.advance(DAY)
+
+    assert finished == [SWEEP.name, BILL_RUN.name]
+    assert lines == [
+        "2030-01-01T18:30:00Z rule BillRun -> BillRunFunction ok",
+        "2030-01-01T18:30:00Z rule Sweep -> SweepFunction ok",
+    ]
+
+
+def test_a_delivery_that_raises_leaves_the_others_of_its_moment_their_result() -> None:
+    clock = _clock_at(START)
+    peers = threading.Barrier(2, timeout=PEER_WAIT_SECONDS)
+
+    def bill_run_crashes(name: str, _payload: Any) -> InvocationResult:
+        peers.wait()
+        if name == BILL_RUN.name:
+            raise RuntimeError("worker crashed")
+        return InvocationResult(None)
+
+    scheduler = _scheduler(
+        [
+            rule("BillRun", MIDNIGHT_IST, [_lambda_target(BILL_RUN)]),
+            rule("Sweep", MIDNIGHT_IST, [_lambda_target(SWEEP)]),
+        ],
+        FakeInvoker(bill_run_crashes, clock=clock),
+        clock,
+    )
+
+    assert scheduler.advance(DAY) == [
+        "2030-01-01T18:30:00Z rule BillRun -> BillRunFunction error: RuntimeError: worker crashed",
+        "2030-01-01T18:30:00Z rule Sweep -> SweepFunction ok",
+    ]
+
+
+@dataclass(frozen=True)
+class _Run:
+    moment: datetime
+    started: float
+    ended: float
+
+
+def test_moments_fire_one_after_another_in_time_order() -> None:
+    """A moment's deliveries all end before the next moment's start, each seeing
+    its own moment on the clock."""
+    clock = _clock_at(START)
+    runs: list[_Run] = []
+    runs_lock = threading.Lock()
+
+    def take_a_while(_name: str, payload: Any) -> InvocationResult:
+        started = time.monotonic()
+        time.sleep(0.05)
+        with runs_lock:
+            runs.append(_Run(_event_time(payload), started, time.monotonic()))
+        return InvocationResult(None)
+
+    invoker = FakeInvoker(take_a_while, clock=clock)
+    scheduler = _scheduler(
+        [
+            rule("Expiry", MIDNIGHT_IST, [_lambda_target(EXPIRY)]),
+            rule("Overdue", MIDNIGHT_IST, [_lambda_target(BILL_RUN)]),
+            rule("Late", "cron(0 19 * * ? *)", [_lambda_target(SWEEP)]),
+        ],
+        invoker,
+        clock,
+    )
+
+    scheduler.advance(2 * DAY)
+
+    moments = [_event_time(call.payload) for call in invoker.snapshot()]
+    assert sorted(set(moments)) == [
+        datetime(2030, 1, 1, 18, 30, tzinfo=UTC),
+        datetime(2030, 1, 1, 19, 0, tzinfo=UTC),
+        datetime(2030, 1, 2, 18, 30, tzinfo=UTC),
+        datetime(2030, 1, 2, 19, 0, tzinfo=UTC),
+    ]
+    assert moments == sorted(moments)
+    for earlier in runs:
+        for later in runs:
+            if earlier.moment < later.moment:
+                assert earlier.ended <= later.started
+    for call in invoker.snapshot():
+        occurrence = _event_time(call.payload).timestamp()
+        assert call.clock_epoch is not None
+        assert occurrence <= call.clock_epoch < occurrence + 1.0
