@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="CDK context for the synth, as cdk -c (e.g. inactivity_days=10); repeatable",
+        help="CDK context for the synth, as cdk -c (e.g. inactivity_days=10, "
+        "invoice_due_days=3); repeatable",
     )
     _state_dir_option(up)
     up.set_defaults(run=_local_up)

@@ -1,9 +1,12 @@
 """The resources every module stands on: key, table, bus, identity, REST API,
-the access-log bucket; and the one way to make a private bucket and a workflow's logs."""
+the access-log bucket, the timers every function reads; and the one way to make a
+private bucket and a workflow's logs."""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,7 @@ from constructs import Construct
 from infra.function import Packaging, ServiceFunction
 from shared.auth import Role
 from shared.db import GSI1, GSI1PK, GSI1SK, GSI2, GSI2PK, GSI2SK, PK, SK, TTL_ATTRIBUTE
+from shared.settings import Settings
 
 API_AUDIENCE = "tbcss-api"
 GATEWAY_ERRORS = {
@@ -30,6 +34,12 @@ GATEWAY_ERRORS = {
     apigw.ResponseType.DEFAULT_4_XX: ("BAD_REQUEST", "$context.error.message"),
     apigw.ResponseType.DEFAULT_5_XX: ("INTERNAL_ERROR", "internal error"),
 }
+
+# Days, one value per deployment (``cdk -c invoice_due_days=10``): billing's due date
+# and grace, and service control's inactivity limit and number cooling-off.
+TIMERS = ("invoice_due_days", "overdue_grace_days", "inactivity_days", "msisdn_cooling_off_days")
+# A bill may fall due on its bill date; every other timer needs at least a day.
+TIMER_MINIMUM_DAYS = {"invoice_due_days": 0}
 
 
 @dataclass
@@ -68,6 +78,7 @@ def build_platform(scope: Construct, *, stage: str, packaging: Packaging) -> Pla
         "JWT_ISSUER": issuer,
         "JWT_AUDIENCE": client.user_pool_client_id,
         "JWKS_URL": f"{issuer}/.well-known/jwks.json",
+        **timer_environment(scope.node.try_get_context),
     }
 
     authorizer_fn = ServiceFunction(
@@ -109,6 +120,33 @@ def build_platform(scope: Construct, *, stage: str, packaging: Packaging) -> Pla
         )
     access_logs = _access_log_bucket(scope)
     return Platform(key, table, bus, api, authorizer, packaging, environment, access_logs)
+
+
+def timer_environment(context: Callable[[str], Any]) -> dict[str, str]:
+    """The timers as environment variables (``INACTIVITY_DAYS``...): the CDK context's
+    values, or the settings' defaults. A bad value fails the synth, not a function."""
+    return {name.upper(): str(_timer_days(name, context(name))) for name in TIMERS}
+
+
+def _timer_days(name: str, value: Any) -> int:
+    if value is None:
+        return int(Settings.model_fields[name].default)
+    minimum = TIMER_MINIMUM_DAYS.get(name, 1)
+    days = _whole_number(value)
+    if days is None or days < minimum:
+        raise ValueError(
+            f"CDK context {name}={value!r}: must be a whole number of days, at least {minimum}"
+        )
+    return days
+
+
+def _whole_number(value: Any) -> int | None:
+    """An int, or a string of one (``-c`` hands the app strings); not a bool or a float."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        return int(value)
+    return None
 
 
 def private_bucket(

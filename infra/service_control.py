@@ -28,7 +28,6 @@ from infra.messaging import events_to_queue, work_queue
 from infra.platform import Platform, workflow_logs
 from shared.network import NetworkTransientError
 from shared.services.disconnection import Decision
-from shared.settings import Settings
 
 ANY_ERROR = sfn.Errors.ALL
 WORKER_TIMEOUT_SECONDS = 60
@@ -50,17 +49,6 @@ ROUTES = (
 )
 
 
-TIMERS = ("inactivity_days", "msisdn_cooling_off_days")
-
-
-def timer_environment(context: Any) -> dict[str, str]:
-    """The service-control timers, the same for every function: CDK context
-    (``-c inactivity_days=60``) or the settings' defaults."""
-    return {
-        name.upper(): str(context(name) or Settings.model_fields[name].default) for name in TIMERS
-    }
-
-
 class ServiceControl(Construct):
     def __init__(
         self,
@@ -80,10 +68,8 @@ class ServiceControl(Construct):
             self, "Queue", key=platform.key, consumer_timeout_seconds=WORKER_TIMEOUT_SECONDS
         )
         self.rule = self._event_rule()
-        self._common = {
-            **timer_environment(self.node.try_get_context),
-            "SERVICE_CONTROL_QUEUE_URL": self.queue.queue_url,
-        }
+        # The timers (inactivity, cooling-off) come with platform.environment.
+        self._common = {"SERVICE_CONTROL_QUEUE_URL": self.queue.queue_url}
         network = {
             "SIMULATOR_KNOBS_PARAMETER": activation.knobs.parameter_name,
             "SIMULATOR_LINES_PARAMETER_PREFIX": activation.lines_prefix,

@@ -14,8 +14,10 @@ STAGE = "dev"
 REGION = "ap-south-1"
 
 
-def build_stack() -> TbCssStack:
-    return TbCssStack(cdk.App(), "T", stage=STAGE, env=cdk.Environment(region=REGION))
+def build_stack(context: dict[str, Any] | None = None) -> TbCssStack:
+    """``context`` as ``cdk synth -c key=value`` would hand it to the app."""
+    app = cdk.App(context=context)
+    return TbCssStack(app, "T", stage=STAGE, env=cdk.Environment(region=REGION))
 
 
 @pytest.fixture(scope="session")
