@@ -147,7 +147,7 @@ def seed_lines(table: str, region: str, lines: list[BenchLine]) -> None:
     seed_table(table, region, demo_subscribers=False)
     store = DynamoSubscriptionStore()
     for line in lines:
-        seed_subscriber(store, line.subscriber, lines_prefix=None, wallet_paise=line.wallet_paise)
+        seed_subscriber(store, line.subscriber, lines=None, wallet_paise=line.wallet_paise)
 
 
 def usage_feed(lines: list[BenchLine]) -> list[bytes]:

@@ -350,6 +350,7 @@ def seed_table(
     bind_table(table_name, region)
     count = DynamoPlanCatalog().save_all(seed_plans())
     store = DynamoSubscriptionStore()
+    lines = network_lines(lines_prefix)
     for demo in DEMO_SUBSCRIBERS if demo_subscribers else ():
         subscriber = Subscriber(
             user_id=demo.user_id,
@@ -361,24 +362,28 @@ def seed_table(
             created_at=datetime.now(UTC),
             iccid=demo.iccid,
         )
-        seed_subscriber(
-            store, subscriber, lines_prefix=lines_prefix, wallet_paise=demo.wallet_paise
-        )
+        seed_subscriber(store, subscriber, lines=lines, wallet_paise=demo.wallet_paise)
     return count
+
+
+def network_lines(prefix: str | None) -> SsmLineRegistry | None:
+    """The simulated network's lines under ``prefix`` (None: no network to provision
+    on). Make it once for many seeds: each makes an SSM client."""
+    return SsmLineRegistry(boto3.client("ssm"), prefix) if prefix else None
 
 
 def seed_subscriber(
     store: DynamoSubscriptionStore,
     subscriber: Subscriber,
     *,
-    lines_prefix: str | None,
+    lines: SsmLineRegistry | None,
     wallet_paise: int = 0,
 ) -> bool:
     """An active subscriber as activation leaves one (profile, MSISDN, SIM claim,
     network line), without the workflow: the demo lines, and bulk test data.
     False if it is already there (a second seed must not double the wallet)."""
-    if lines_prefix:
-        _provision_line(lines_prefix, subscriber)
+    if lines is not None:
+        _provision_line(lines, subscriber)
     try:
         store.put_subscriber(subscriber)
     except (TransactWriteError, ConcurrentModification):
@@ -398,8 +403,7 @@ def seed_subscriber(
     return True
 
 
-def _provision_line(prefix: str, subscriber: Subscriber) -> None:
-    lines = SsmLineRegistry(boto3.client("ssm"), prefix)
+def _provision_line(lines: SsmLineRegistry, subscriber: Subscriber) -> None:
     if lines.get(subscriber.msisdn) is not None:
         return
     network = SimulatedNetwork(StaticKnobs(), lines=lines)

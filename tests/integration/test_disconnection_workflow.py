@@ -25,7 +25,13 @@ import boto3
 import pytest
 import requests
 
-from infra.local.runtime import LocalRuntime, RuntimeOptions, aws_environment, seed_subscriber
+from infra.local.runtime import (
+    LocalRuntime,
+    RuntimeOptions,
+    aws_environment,
+    network_lines,
+    seed_subscriber,
+)
 from shared.clock import to_ist
 from shared.cycles import cycle_containing
 from shared.db import (
@@ -184,7 +190,8 @@ class DisconnectionSystem:
         with aws_environment(self.runtime.endpoint_url, self.deployment.region):
             bind_table(self.table, self.deployment.region)
             try:
-                assert seed_subscriber(DynamoSubscriptionStore(), subscriber, lines_prefix=LINES)
+                lines = network_lines(LINES)
+                assert seed_subscriber(DynamoSubscriptionStore(), subscriber, lines=lines)
             finally:
                 bind_table(*previous)  # this process's other tests keep their table
         owner = (line.user_id, "subscriber")
