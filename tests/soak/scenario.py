@@ -10,7 +10,8 @@
 5. late CDRs: records of the closed cycle arrive after it was billed.
 6. payments: most subscribers pay on time (UPI or card) through a gateway that
    declines, times out, loses webhooks and reports debits failed.
-7. overdue: the clock passes due date + grace; the unpaid are blocked.
+7. overdue: the clock passes due date + grace; the unpaid are blocked (billing's
+   terms compressed to days: system.INVOICE_DUE_DAYS, OVERDUE_GRACE_DAYS).
 8. reactivation: most of the blocked pay and get their service back.
 9. disconnections: some subscribers close their line (a final bill each).
 10. settle: faults off; janitors and reconciliation finish what is in flight.
@@ -23,7 +24,7 @@ on from phase 2 to phase 9. Each phase's AWS usage is metered on its own.
 from __future__ import annotations
 
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -33,7 +34,7 @@ from infra.local.faults import FaultPlan
 from shared.simulation import FailureKnobs, GatewayKnobs, SimulatorKnobs
 from tests.activation_data import activation_body
 from tests.e2e.conftest import wait_for
-from tests.soak.system import AGENT, SoakSystem, in_parallel, timed
+from tests.soak.system import AGENT, OVERDUE_GRACE_DAYS, SoakSystem, each, in_parallel, timed
 from tests.soak.workload import Workload
 
 ACTIVATION_SERIAL_BASE = 9_200_000_000
@@ -48,7 +49,7 @@ JANITOR_STEP = timedelta(minutes=20)  # the payments janitor runs every 15 minut
 FAULTS = {
     "quick": FaultPlan(
         seed=20261126,
-        crash_rate=0.002,
+        crash_rate=0.001,  # a crashed batch waits out its visibility timeout
         throttle_rate=0.004,
         transaction_conflict_rate=0.02,
         timeout_before_rate=0.002,
@@ -90,6 +91,8 @@ class Outcome:
     lost_answers: list[str] = field(default_factory=list)  # committed, answer lost, retried
     invoices: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # user -> invoices
     payments: list[str] = field(default_factory=list)
+    # user -> what paying looked like: invoices seen, payments and their ends
+    payment_trail: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     declined_payments: int = 0
     disconnections: dict[str, str] = field(default_factory=dict)  # disconnection_id -> user
     blocked_after_overdue: set[str] = field(default_factory=set)
@@ -216,13 +219,15 @@ class Month:
             for invoices in self.outcome.invoices.values()
             for invoice in invoices
         )
-        self.system.advance_to(_ist_day_after(due, days=8))  # grace: 7 days after the due date
+        self.system.advance_to(_ist_day_after(due, days=OVERDUE_GRACE_DAYS + 1))
         self.system.settle()
         self.outcome.unpaid_at_overdue = self._unpaid_postpaid()
-        for user_id in self.outcome.unpaid_at_overdue:
-            status = self.system.get(f"/service-control/status/{user_id}", AGENT)
+        for user_id, status in each(self._service_status, self.outcome.unpaid_at_overdue).items():
             if status["status"] == "TEMP_BLOCKED" and "OVERDUE" in status["block_reasons"]:
                 self.outcome.blocked_after_overdue.add(user_id)
+
+    def _service_status(self, user_id: str) -> Any:
+        return self.system.get(f"/service-control/status/{user_id}", AGENT)
 
     def reactivation(self) -> None:
         self._pay(sorted(self.workload.behaviour.pays_after_block & self._unpaid_postpaid()))
@@ -251,8 +256,8 @@ class Month:
             self.system.advance_to(self.system.now() + JANITOR_STEP)
             self.system.settle()
         self.outcome.unpaid_at_end = self._unpaid_postpaid()
-        for user_id in sorted(self.outcome.blocked_after_overdue):
-            status = self.system.get(f"/service-control/status/{user_id}", AGENT)
+        blocked = sorted(self.outcome.blocked_after_overdue)
+        for user_id, status in each(self._service_status, blocked).items():
             self.outcome.final_status[user_id] = (status["status"], status["block_reasons"])
         for disconnection_id in self.outcome.disconnections:
             self.outcome.disconnection_status[disconnection_id] = wait_for(
@@ -269,47 +274,49 @@ class Month:
     # --- payments ------------------------------------------------------------------
 
     def _load_invoices(self) -> None:
-        def invoices(user_id: str) -> None:
-            answer = self.system.get(f"/users/{user_id}/invoices", self._owner[user_id])
-            self.outcome.invoices[user_id] = answer["invoices"]
-
-        in_parallel(invoices, [line.user_id for line in self.workload.lines if line.postpaid])
+        postpaid = [line.user_id for line in self.workload.lines if line.postpaid]
+        self.outcome.invoices = each(self._invoices, postpaid)
 
     def _unpaid_postpaid(self) -> set[str]:
-        unpaid = set()
-        for user_id in self.outcome.invoices:
-            for invoice in self.system.get(f"/users/{user_id}/invoices", self._owner[user_id])[
-                "invoices"
-            ]:
-                if invoice["status"] in ("ISSUED", "OVERDUE"):
-                    unpaid.add(user_id)
-        return unpaid
+        return {
+            user_id
+            for user_id, invoices in each(self._invoices, self.outcome.invoices).items()
+            if any(invoice["status"] in ("ISSUED", "OVERDUE") for invoice in invoices)
+        }
+
+    def _invoices(self, user_id: str) -> list[dict[str, Any]]:
+        answer = self.system.get(f"/users/{user_id}/invoices", self._owner[user_id])
+        return list(answer["invoices"])
 
     def _pay(self, user_ids: list[str]) -> None:
-        """Each subscriber pays every open invoice; a declined payment is tried
-        again with a new key; a hanging one is left to the gateway's webhook and
-        the janitor (the clock moves so they run)."""
-        pending = dict.fromkeys(user_ids, 0)
-        while pending:
-            started = in_parallel(self._pay_open_invoices, sorted(pending))
-            payment_ids = [payment_id for ids in started for payment_id in ids]
-            statuses = self._await_payments(payment_ids)
-            declined = {
-                self._payer(payment_id)
-                for payment_id, status in statuses.items()
-                if status == "FAILED"
-            }
-            self.outcome.declined_payments += len(declined)
-            pending = {
-                user_id: attempts + 1
-                for user_id, attempts in pending.items()
-                if user_id in declined and attempts + 1 < PAYMENT_ATTEMPTS
-            }
+        """Each subscriber pays every open invoice, and pays again (a new key) while
+        a bill stays open after a declined or failed payment, up to PAYMENT_ATTEMPTS
+        times. A hanging payment is left to the gateway's webhook and the janitor
+        (the clock moves so they run), never paid twice."""
+        owing = sorted(user_ids)
+        for _ in range(PAYMENT_ATTEMPTS):
+            started = each(self._pay_open_invoices, owing)
+            statuses = self._await_payments([p for ids in started.values() for p in ids])
+            for user_id, payment_ids in started.items():
+                trail = self.outcome.payment_trail[user_id]
+                trail += [f"{p}: {statuses.get(p, 'not final')}" for p in payment_ids]
+            self.outcome.declined_payments += sum(s == "FAILED" for s in statuses.values())
+            owing = [
+                user_id
+                for user_id, payment_ids in started.items()
+                if payment_ids and all(statuses.get(p) == "FAILED" for p in payment_ids)
+            ]
+            if not owing:
+                return
 
     def _pay_open_invoices(self, user_id: str) -> list[str]:
         owner = self._owner[user_id]
         started = []
-        for invoice in self.system.get(f"/users/{user_id}/invoices", owner)["invoices"]:
+        trail = self.outcome.payment_trail[user_id]
+        for invoice in self._invoices(user_id):
+            trail.append(
+                f"{invoice['invoice_id']} {invoice['status']} at {self.system.now():%d %H:%M}"
+            )
             if invoice["status"] not in ("ISSUED", "OVERDUE"):
                 continue
             card = len(self.outcome.payments) % 3 == 0
@@ -323,7 +330,8 @@ class Month:
             )
             accepted = self.system.post("/payments", owner, body)
             if accepted.status_code == 409 and '"INVOICE_NOT_PAYABLE"' in accepted.text:
-                continue  # paid in full meanwhile (an earlier attempt's webhook came in)
+                trail.append("not payable")  # paid in full meanwhile (a late webhook)
+                continue
             assert accepted.status_code == 202, accepted.text
             started.append(accepted.json()["payment_id"])
             self.outcome.payments.append(accepted.json()["payment_id"])
@@ -332,16 +340,11 @@ class Month:
     def _payment_status(self, payment_id: str) -> str:
         return str(self.system.get(f"/payments/{payment_id}", AGENT)["status"])
 
-    def _payer(self, payment_id: str) -> str:
-        return str(self.system.get(f"/payments/{payment_id}", AGENT)["user_id"])
-
     def _await_payments(self, payment_ids: list[str]) -> dict[str, str]:
         statuses: dict[str, str] = {}
         for _ in range(12):
             open_ids = [payment_id for payment_id in payment_ids if payment_id not in statuses]
-            for payment_id, status in zip(
-                open_ids, in_parallel(self._payment_status, open_ids), strict=True
-            ):
+            for payment_id, status in each(self._payment_status, open_ids).items():
                 if status in PAYMENT_FINAL:
                     statuses[payment_id] = status
             if len(statuses) == len(payment_ids):

@@ -26,7 +26,14 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from infra.cdr import send
 from infra.local.meter import runtime_client_config
-from infra.local.runtime import LocalRuntime, RuntimeOptions, aws_environment, seed_subscriber
+from infra.local.runtime import (
+    LOCAL_CONTEXT,
+    LocalRuntime,
+    RuntimeOptions,
+    aws_environment,
+    network_lines,
+    seed_subscriber,
+)
 from shared.clock import FixedClock
 from shared.db import DynamoPlanCatalog, DynamoSubscriptionStore, bind_table, current_table
 from shared.events import EventBridgePublisher
@@ -37,6 +44,7 @@ from tests.soak.workload import PREPAID_WALLET_PAISE, Line
 
 log = logging.getLogger("tbcss.soak")
 T = TypeVar("T")
+R = TypeVar("R")
 
 CLIENTS = 6  # concurrent API clients
 RETRIES = 12  # a client's attempts at one request (5xx, dropped connection, key in progress)
@@ -47,7 +55,11 @@ TOKEN_TTL_SECONDS = 8 * 3600
 AGENT = ("soak-agent", "agent")
 KNOBS_PARAMETER = "/tbcss/dev/simulator-knobs"
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
-VISIBILITY_TIMEOUT_SECONDS = 10
+VISIBILITY_TIMEOUT_SECONDS = 5
+# Billing terms, compressed as the month is: a bill falls due 3 days after its bill
+# date (15 as deployed by default) and is overdue, and the line blocked, 2 days later.
+INVOICE_DUE_DAYS = 3
+OVERDUE_GRACE_DAYS = 2
 
 
 def free_port() -> int:
@@ -59,8 +71,13 @@ def free_port() -> int:
 
 class SoakSystem:
     def __init__(self, state_dir: Path, start_at: datetime) -> None:
+        context = {
+            **LOCAL_CONTEXT,
+            "invoice_due_days": INVOICE_DUE_DAYS,
+            "overdue_grace_days": OVERDUE_GRACE_DAYS,
+        }
         self.runtime = LocalRuntime(
-            RuntimeOptions(port=free_port(), state_dir=state_dir, seed=True)
+            RuntimeOptions(port=free_port(), state_dir=state_dir, seed=True, context=context)
         )
         # Before the scheduler starts, so no schedule fires for the skipped days.
         self.runtime.clock.advance_to(start_at.timestamp())
@@ -158,13 +175,13 @@ class SoakSystem:
                     EventBridgePublisher(self.aws("events"), bus),
                     FixedClock(self.now()),
                 )
-                prefix = self.runtime.lines_prefix()
+                network = network_lines(self.runtime.lines_prefix())
 
                 def seed_one(line: Line) -> None:
                     seed_subscriber(
                         store,
                         _subscriber(line, self.now()),
-                        lines_prefix=prefix,
+                        lines=network,
                         wallet_paise=0 if line.postpaid else PREPAID_WALLET_PAISE,
                     )
                     service.subscribe(line.user_id, line.plan_id)
@@ -292,6 +309,12 @@ def in_parallel(work: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
     """The customers act at once, as many as there are clients."""
     with ThreadPoolExecutor(CLIENTS) as pool:
         return list(pool.map(work, items))
+
+
+def each(work: Callable[[T], R], items: Iterable[T]) -> dict[T, R]:
+    """``work`` of every item, asked at once (as :func:`in_parallel`), by item."""
+    listed = list(items)
+    return dict(zip(listed, in_parallel(work, listed), strict=True))
 
 
 @contextmanager

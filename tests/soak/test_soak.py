@@ -1,9 +1,9 @@
 """Issue 10's soak: a simulated month on the local runtime under faults, then the
 invariants against the reference computed from the deduplicated input.
 
-``TBCSS_SOAK_PROFILE=quick`` (the default, in `make test`): 120 subscribers,
-4,000 CDRs, about a minute. ``full`` (`make soak`): 2,000 subscribers, 100,000
-CDRs. Either way the run's metered AWS usage, per phase, goes to
+``TBCSS_SOAK_PROFILE=quick`` (the default, in `make test`): 60 subscribers,
+2,000 CDRs, two to three minutes. ``full`` (`make soak`): 2,000 subscribers,
+100,000 CDRs, about 40 minutes. Either way the run's metered AWS usage, per phase, goes to
 ``bench/results/soak-usage-<profile>.json`` for the cost model (`make bench-cost`).
 """
 
@@ -68,20 +68,20 @@ def _checks(system: SoakSystem, workload: Workload, outcome: Outcome) -> dict[st
             f"{d}: {s}" for d, s in outcome.disconnection_status.items() if s != "DISCONNECTED"
         ],
         "blocked for an overdue bill until paid": [
-            f"{user}: {status} {reasons}"
+            f"{user}: {status} {reasons}; paying: {outcome.payment_trail.get(user)}"
             for user, (status, reasons) in outcome.final_status.items()
             if (status == "ACTIVE" and not reasons) != (user in workload.behaviour.pays_after_block)
         ],
-        "the unpaid, and only they, blocked": (
-            []
-            if outcome.blocked_after_overdue == outcome.unpaid_at_overdue
-            else [
-                f"blocked {sorted(outcome.blocked_after_overdue)[:5]}, "
-                f"unpaid {sorted(outcome.unpaid_at_overdue)[:5]}"
-            ]
-        ),
+        "the unpaid, and only they, blocked": [
+            f"{user}: blocked without an open bill"
+            for user in sorted(outcome.blocked_after_overdue - outcome.unpaid_at_overdue)
+        ]
+        + [
+            f"{user}: an open bill, not blocked; paying: {outcome.payment_trail.get(user)}"
+            for user in sorted(outcome.unpaid_at_overdue - outcome.blocked_after_overdue)
+        ],
         "every bill paid but the non-payers'": [
-            f"{user}: a bill still open"
+            f"{user}: a bill still open; paying: {outcome.payment_trail.get(user)}"
             for user in outcome.unpaid_at_end - set(workload.behaviour.disconnects)  # final bills
             if user in workload.behaviour.pays_on_time | workload.behaviour.pays_after_block
         ]
