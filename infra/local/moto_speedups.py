@@ -21,7 +21,7 @@ The server itself finds the backend of every request by listing moto's package
 folder (a stat per service) and trying every service's URL patterns, under one
 lock; the answer depends only on the request's host, so it is remembered.
 
-Two more, outside DynamoDB:
+And two outside DynamoDB:
 
 * For every record put on a Kinesis stream with an event source mapping, moto
   tries to run the function in Docker, even when the mapping is disabled (the
@@ -340,7 +340,9 @@ def _unsorted_items(table: Any) -> list[Any]:
 # --- GSI Query: an index of the items by partition key, dropped on any write ----
 
 # DynamoDBBackend's methods that change nothing; every other one counts as a write
-# (an unknown or new method only costs the index a rebuild).
+# (an unknown or new method only costs the index a rebuild). Static methods are left
+# alone (a wrapper would hand them the backend as a first argument). ImportTable
+# writes on a thread of its own, uncounted: the project never imports.
 _READ_ONLY_PREFIXES = ("describe_", "get_", "list_")
 _READ_ONLY = frozenset(
     {
@@ -361,7 +363,8 @@ def _writing_methods(backend: type) -> list[str]:
     return [
         name
         for name, _ in inspect.getmembers(backend, inspect.isfunction)
-        if not name.startswith("_")
+        if not isinstance(inspect.getattr_static(backend, name), staticmethod)
+        and not name.startswith("_")
         and not name.startswith(_READ_ONLY_PREFIXES)
         and name not in _READ_ONLY
     ]
@@ -410,7 +413,7 @@ class _IndexCache:
     def __init__(self, writes: _Writes) -> None:
         self._writes = writes
         self._lock = threading.Lock()
-        self._generation: int | None = None
+        self._generation = -1  # generations count from 0: no grouping kept yet
         self._groupings: dict[tuple[int, str], _Grouping] = {}
 
     def candidates(self, table: Any, conditions: list[tuple[str, Any]]) -> list[Any]:
@@ -426,7 +429,8 @@ class _IndexCache:
         generation = self._writes.quiet_generation()
         key = (id(table), name)
         with self._lock:
-            kept = self._groupings.get(key) if generation == self._generation else None
+            current = generation is not None and generation == self._generation
+            kept = self._groupings.get(key) if current else None
         if kept is not None and kept.table is table:
             return kept.by_value
         by_value: dict[str, list[Any]] = {}

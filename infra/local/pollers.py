@@ -305,7 +305,7 @@ class KinesisPoller(_Poller):
         progressed, empty = False, True
         for shard in list(self._shards.values()):
             if self._stop.is_set():
-                break
+                return _PassResult(progressed=progressed, empty_seen_at=None)  # not all read
             fetched = self._fill(shard)
             delivered = self._deliver_ready(shard)
             progressed = progressed or fetched or delivered

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from infra.local import moto_speedups
 from infra.local.deploy import Deployment
 from infra.local.runtime import LocalRuntime
 from tests.local.conftest import function_named
@@ -280,3 +282,42 @@ def test_sqs_reads_the_same_clock_as_moto(runtime: LocalRuntime) -> None:
     assert sqs_models.unix_time_millis is not unix_time_millis
     assert sqs_models.unix_time_millis(moment) == unix_time_millis(moment)
     assert abs(sqs_models.unix_time_millis() - unix_time_millis()) < 50
+
+
+@dataclass
+class _Value:
+    value: str
+    type: str = "S"
+
+
+@dataclass
+class _FakeItem:
+    attrs: dict[str, _Value]
+
+
+@dataclass
+class _FakeTable:
+    """moto's Table as the index reads it: hash key -> item (no sort key)."""
+
+    items: dict[str, _FakeItem] = field(default_factory=dict)
+    range_key_attr: None = None
+
+
+def test_a_grouping_made_while_a_write_is_under_way_is_not_used_after_it() -> None:
+    writes = moto_speedups._Writes()
+    index = moto_speedups._IndexCache(writes)
+    table = _FakeTable({"a": _FakeItem({"G": _Value("g1")})})
+    wanted = [("G", _Value("g1"))]
+    seen: list[int] = []
+
+    def write_during_query() -> None:
+        # The write is in flight while the query groups: the grouping must not outlive it.
+        seen.append(len(index.candidates(table, wanted)))
+        table.items["b"] = _FakeItem({"G": _Value("g1")})
+
+    writes.counted(write_during_query)()
+
+    assert seen == [1]
+    assert len(index.candidates(table, wanted)) == 2  # grouped afresh after the write
+    table.items["c"] = _FakeItem({"G": _Value("g1")})  # uncounted: a kept grouping shows
+    assert len(index.candidates(table, wanted)) == 2

@@ -34,7 +34,14 @@ from infra.local.faults import FaultPlan
 from shared.simulation import FailureKnobs, GatewayKnobs, SimulatorKnobs
 from tests.activation_data import activation_body
 from tests.e2e.conftest import wait_for
-from tests.soak.system import AGENT, OVERDUE_GRACE_DAYS, SoakSystem, each, in_parallel, timed
+from tests.soak.system import (
+    AGENT,
+    OVERDUE_GRACE_DAYS,
+    SoakSystem,
+    in_parallel,
+    in_parallel_by_item,
+    timed,
+)
 from tests.soak.workload import Workload
 
 ACTIVATION_SERIAL_BASE = 9_200_000_000
@@ -222,12 +229,14 @@ class Month:
         self.system.advance_to(_ist_day_after(due, days=OVERDUE_GRACE_DAYS + 1))
         self.system.settle()
         self.outcome.unpaid_at_overdue = self._unpaid_postpaid()
-        for user_id, status in each(self._service_status, self.outcome.unpaid_at_overdue).items():
+        # Every postpaid line: one blocked without an open bill must show too.
+        statuses = in_parallel_by_item(self._service_status, self.outcome.invoices)
+        for user_id, status in statuses.items():
             if status["status"] == "TEMP_BLOCKED" and "OVERDUE" in status["block_reasons"]:
                 self.outcome.blocked_after_overdue.add(user_id)
 
-    def _service_status(self, user_id: str) -> Any:
-        return self.system.get(f"/service-control/status/{user_id}", AGENT)
+    def _service_status(self, user_id: str) -> dict[str, Any]:
+        return dict(self.system.get(f"/service-control/status/{user_id}", AGENT))
 
     def reactivation(self) -> None:
         self._pay(sorted(self.workload.behaviour.pays_after_block & self._unpaid_postpaid()))
@@ -257,7 +266,7 @@ class Month:
             self.system.settle()
         self.outcome.unpaid_at_end = self._unpaid_postpaid()
         blocked = sorted(self.outcome.blocked_after_overdue)
-        for user_id, status in each(self._service_status, blocked).items():
+        for user_id, status in in_parallel_by_item(self._service_status, blocked).items():
             self.outcome.final_status[user_id] = (status["status"], status["block_reasons"])
         for disconnection_id in self.outcome.disconnections:
             self.outcome.disconnection_status[disconnection_id] = wait_for(
@@ -275,12 +284,13 @@ class Month:
 
     def _load_invoices(self) -> None:
         postpaid = [line.user_id for line in self.workload.lines if line.postpaid]
-        self.outcome.invoices = each(self._invoices, postpaid)
+        self.outcome.invoices = in_parallel_by_item(self._invoices, postpaid)
 
     def _unpaid_postpaid(self) -> set[str]:
+        invoices_by_user = in_parallel_by_item(self._invoices, self.outcome.invoices)
         return {
             user_id
-            for user_id, invoices in each(self._invoices, self.outcome.invoices).items()
+            for user_id, invoices in invoices_by_user.items()
             if any(invoice["status"] in ("ISSUED", "OVERDUE") for invoice in invoices)
         }
 
@@ -295,16 +305,18 @@ class Month:
         (the clock moves so they run), never paid twice."""
         owing = sorted(user_ids)
         for _ in range(PAYMENT_ATTEMPTS):
-            started = each(self._pay_open_invoices, owing)
+            started = in_parallel_by_item(self._pay_open_invoices, owing)
             statuses = self._await_payments([p for ids in started.values() for p in ids])
             for user_id, payment_ids in started.items():
                 trail = self.outcome.payment_trail[user_id]
                 trail += [f"{p}: {statuses.get(p, 'not final')}" for p in payment_ids]
             self.outcome.declined_payments += sum(s == "FAILED" for s in statuses.values())
+            # Paid again: a payment failed and none hangs (a hanging one may still capture).
             owing = [
                 user_id
                 for user_id, payment_ids in started.items()
-                if payment_ids and all(statuses.get(p) == "FAILED" for p in payment_ids)
+                if all(p in statuses for p in payment_ids)
+                and any(statuses[p] == "FAILED" for p in payment_ids)
             ]
             if not owing:
                 return
@@ -335,6 +347,8 @@ class Month:
             assert accepted.status_code == 202, accepted.text
             started.append(accepted.json()["payment_id"])
             self.outcome.payments.append(accepted.json()["payment_id"])
+        if not started:
+            trail.append("nothing paid")
         return started
 
     def _payment_status(self, payment_id: str) -> str:
@@ -344,7 +358,7 @@ class Month:
         statuses: dict[str, str] = {}
         for _ in range(12):
             open_ids = [payment_id for payment_id in payment_ids if payment_id not in statuses]
-            for payment_id, status in each(self._payment_status, open_ids).items():
+            for payment_id, status in in_parallel_by_item(self._payment_status, open_ids).items():
                 if status in PAYMENT_FINAL:
                     statuses[payment_id] = status
             if len(statuses) == len(payment_ids):

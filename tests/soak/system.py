@@ -140,7 +140,13 @@ class SoakSystem:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             left = max(1.0, deadline - time.monotonic())
-            if self.runtime.pollers.drain(timeout_seconds=left) and not self._running_executions():
+            # Workflows before and after: one may end by sending to a queue after the
+            # pollers' last look.
+            if (
+                not self._running_executions()
+                and self.runtime.pollers.drain(timeout_seconds=left)
+                and not self._running_executions()
+            ):
                 return
             time.sleep(0.5)
         raise AssertionError(f"the system did not settle in {timeout:.0f} s")
@@ -311,7 +317,7 @@ def in_parallel(work: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
         return list(pool.map(work, items))
 
 
-def each(work: Callable[[T], R], items: Iterable[T]) -> dict[T, R]:
+def in_parallel_by_item(work: Callable[[T], R], items: Iterable[T]) -> dict[T, R]:
     """``work`` of every item, asked at once (as :func:`in_parallel`), by item."""
     listed = list(items)
     return dict(zip(listed, in_parallel(work, listed), strict=True))
