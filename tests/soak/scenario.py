@@ -48,6 +48,9 @@ ACTIVATION_SERIAL_BASE = 9_200_000_000
 ACTIVATION_FINAL = frozenset({"ACTIVE", "KYC_REJECTED", "ESCALATED"})
 DISCONNECTION_FINAL = frozenset({"DISCONNECTED", "ESCALATED"})
 PAYMENT_FINAL = frozenset({"SUCCEEDED", "FAILED", "REFUNDED"})
+# Ends that leave the bill unpaid: declined, or captured and given back (the
+# gateway reported the debit failed): the subscriber pays again.
+NOT_PAID = frozenset({"FAILED", "REFUNDED"})
 PAYMENT_ATTEMPTS = 4  # a subscriber tries a declined payment again, up to this many times
 JANITOR_STEP = timedelta(minutes=20)  # the payments janitor runs every 15 minutes
 
@@ -300,7 +303,7 @@ class Month:
 
     def _pay(self, user_ids: list[str]) -> None:
         """Each subscriber pays every open invoice, and pays again (a new key) while
-        a bill stays open after a declined or failed payment, up to PAYMENT_ATTEMPTS
+        a bill stays open after a declined or refunded payment, up to PAYMENT_ATTEMPTS
         times. A hanging payment is left to the gateway's webhook and the janitor
         (the clock moves so they run), never paid twice."""
         owing = sorted(user_ids)
@@ -310,13 +313,13 @@ class Month:
             for user_id, payment_ids in started.items():
                 trail = self.outcome.payment_trail[user_id]
                 trail += [f"{p}: {statuses.get(p, 'not final')}" for p in payment_ids]
-            self.outcome.declined_payments += sum(s == "FAILED" for s in statuses.values())
-            # Paid again: a payment failed and none hangs (a hanging one may still capture).
+            self.outcome.declined_payments += sum(s in NOT_PAID for s in statuses.values())
+            # Paid again: a payment did not pay and none hangs (one may still capture).
             owing = [
                 user_id
                 for user_id, payment_ids in started.items()
                 if all(p in statuses for p in payment_ids)
-                and any(statuses[p] == "FAILED" for p in payment_ids)
+                and any(statuses[p] in NOT_PAID for p in payment_ids)
             ]
             if not owing:
                 return

@@ -145,7 +145,7 @@ def _summary(workload: Workload, outcome: Outcome) -> str:
             f"soak ({workload.profile.name}): {len(workload.lines)} subscribers, "
             f"{workload.cdrs_sent} CDRs sent, {len(outcome.activations)} activations, "
             f"{len(outcome.plan_changes)} plan changes, {len(outcome.payments)} payments "
-            f"({outcome.declined_payments} declined and retried), "
+            f"({outcome.declined_payments} declined or refunded), "
             f"{len(outcome.blocked_after_overdue)} blocked overdue, "
             f"{len(outcome.disconnections)} disconnections",
             f"faults injected: {dict(outcome.faults)}; client retries "
