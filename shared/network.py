@@ -12,7 +12,9 @@ provisioned and how it is barred: ``tbcss network show <msisdn>`` locally.
 from __future__ import annotations
 
 import random
+import time
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
@@ -90,6 +92,48 @@ class NetworkProvisioner(Protocol):
         """Set the line's barring profile (a desired state, not a delta: repeating
         it, or applying an older one again, is harmless)."""
         ...
+
+
+# Pauses between in-call attempts of a barring order (three attempts in all).
+BARRING_RETRY_PAUSES = (0.2, 0.5)
+
+
+class BarringRetries:
+    """A network whose barring orders are retried in the call on a transient error.
+
+    A barring order is a desired state, so repeating it is safe; a blip of the
+    HLR link then costs a fraction of a second instead of a whole queue
+    redelivery, and only a link down for every attempt sends the message back
+    (after its receives, to the DLQ). Provisioning keeps its caller's own
+    attempt count (Step Functions' Retry, SIM replacement's loop) and
+    de-provisioning its workflow's Retry, so both pass straight through.
+    """
+
+    def __init__(
+        self,
+        network: NetworkProvisioner,
+        pauses: Sequence[float] = BARRING_RETRY_PAUSES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._network = network
+        self._pauses = tuple(pauses)
+        self._sleep = sleep
+
+    def provision(
+        self, msisdn: str, iccid: str, profile: ServiceProfile, *, attempt: int
+    ) -> ProvisioningResult:
+        return self._network.provision(msisdn, iccid, profile, attempt=attempt)
+
+    def deprovision(self, msisdn: str) -> ProvisioningResult:
+        return self._network.deprovision(msisdn)
+
+    def apply_barring(self, msisdn: str, profile: BarringProfile) -> ProvisioningResult:
+        for pause in self._pauses:
+            try:
+                return self._network.apply_barring(msisdn, profile)
+            except NetworkTransientError:
+                self._sleep(pause)
+        return self._network.apply_barring(msisdn, profile)
 
 
 HISTORY_LIMIT = 20  # operations a LineRecord remembers, oldest dropped first

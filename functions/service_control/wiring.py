@@ -16,7 +16,7 @@ from functions.billing.wiring import billing, events
 from shared.activation_adapters import StepFunctionsStarter
 from shared.clock import system_clock
 from shared.db import CYCLE_SHARDS, DynamoSubscriptionStore
-from shared.network import NetworkProvisioner
+from shared.network import BarringRetries, NetworkProvisioner
 from shared.notifications import AwsNotifier
 from shared.services.disconnection import DisconnectionConfig, Disconnections
 from shared.services.service_control import ServiceControl
@@ -34,8 +34,10 @@ from shared.stores.sim_care import DynamoSimClaims
 
 @lru_cache(maxsize=1)
 def line_network() -> NetworkProvisioner:
-    """Activation's network adapter, built once here: three services share it."""
-    return network()
+    """Activation's network adapter, built once here: three services share it.
+    Barring orders come from queue messages: a transient failure is retried in
+    the call before the message goes back to the queue."""
+    return BarringRetries(network())
 
 
 @lru_cache(maxsize=1)
