@@ -49,7 +49,7 @@ from shared.models import Subscriber, SubscriberStatus, SubscriberType, Subscrip
 from shared.rating import UsageBalance
 from shared.services.usage import RatingSources, build_state
 from shared.settings import get_settings
-from shared.stores.usage import to_item
+from shared.stores.usage import DynamoRatingStore, to_item
 from tests.apigw import lambda_context
 from tests.integration.conftest import create_table
 
@@ -98,6 +98,7 @@ def seed(count: int) -> None:
             usage = state.latest()
             usage.balance = UsageBalance(used_voice_seconds=63_000, overage_voice_paise=2_500)
             state.version = 1
+            DynamoRatingStore().save_plan_snapshots([state])
             batch.save(to_item(state))
 
 

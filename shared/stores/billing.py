@@ -81,6 +81,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
+    from shared.stores.usage import DynamoRatingStore
+
 BILLING_SK = "BILLING"
 COUNTER_SK = "COUNTER"
 PROFILE_SK = "PROFILE"
@@ -619,27 +621,22 @@ class RatingCycleUsage:
 
     attempts = 10
 
+    def __init__(self) -> None:
+        self._rating: DynamoRatingStore | None = None  # the usage module's, on first use
+
     def close_cycle_and_read(self, subscriber: Subscriber, cycle: BillCycle) -> CycleUsageSnapshot:
         # Imported here: the usage module is another team's and loads only when used.
         from shared.services.usage import CycleUsage  # noqa: PLC0415
-        from shared.stores.usage import (  # noqa: PLC0415
-            RATING_SK,
-            DynamoRatingStore,
-            RatingStateItem,
-            from_item,
-            msisdn_pk,
-        )
+        from shared.stores.usage import DynamoRatingStore  # noqa: PLC0415
 
-        store = DynamoRatingStore()
+        if self._rating is None:  # one per container: it remembers the plan snapshots
+            self._rating = DynamoRatingStore()
+        store = self._rating
         balance = None
         for _ in range(self.attempts):
-            try:
-                item = RatingStateItem.get(
-                    msisdn_pk(subscriber.msisdn), RATING_SK, consistent_read=True
-                )
-            except RatingStateItem.DoesNotExist:
+            state = store.load_state(subscriber.msisdn)
+            if state is None:
                 break  # nothing was ever rated for this line
-            state = from_item(item)
             usage = state.cycles.get(cycle.label)
             if usage is None and cycle.start >= state.latest().end:
                 usage = CycleUsage(

@@ -4,6 +4,7 @@
 | item | PK | SK |
 |---|---|---|
 | rating state (all rating needs, one item) | ``MSISDN#<msisdn>`` | ``RATING`` |
+| plan snapshot (immutable, named by content) | ``PLANSNAP#<digest>`` | ``PLANSNAP`` |
 | CDR dedup marker (TTL) | ``CDR#<dedup_hash>`` | ``CDR`` |
 | late usage (for the next invoice) | ``USER#<id>`` | ``LATE#<cycle>#<dedup_hash>`` |
 | anomaly count per window (TTL) | ``MSISDN#<msisdn>`` | ``ANOMALIES#<window start>`` |
@@ -11,18 +12,26 @@
 
 Why not DESIGN §5's ``BAL#<cycle>`` + ``USAGE#<day>`` items: rating one batch
 would then read and write two or three items per subscriber (balance, day,
-wallet), i.e. several requests per CDR. One state item per MSISDN holds the plan
-snapshot, the open cycles' counters and the day counters, so a batch needs one
+wallet), i.e. several requests per CDR. One state item per MSISDN names the plan
+snapshots and holds the open cycles' counters and the day counters, so a batch needs one
 ``BatchGetItem`` per 100 subscribers and one ``Put`` per subscriber, packed with
 the CDR markers into transactions of up to 100 items (issue 5 wins over §5).
+
+The state is rewritten with every batch that charges the subscriber, and a
+transactional write costs 2 write units per KB, so it is kept small: each cycle
+names its plan snapshot by digest instead of carrying a copy (snapshots never
+change; a container reads each once), counters at their defaults are left out
+and the others named by their initials, times are epoch seconds, and the daily
+counters are columns indexed by day of the cycle.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +39,7 @@ from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import PutError, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
+from shared.clock import to_ist
 from shared.db import (
     ACTIVE_SUBSCRIPTION_SK,
     ActiveSubscriptionItem,
@@ -55,6 +65,7 @@ from shared.services.usage import (
 from shared.services.usage_report import AnomalyFlag
 
 RATING_SK = "RATING"
+PLAN_SNAPSHOT_SK = "PLANSNAP"
 FLAG_SK = "FLAG"
 ANOMALY_COUNT_TTL_SECONDS = 7 * 24 * 3600
 
@@ -67,6 +78,10 @@ def marker_pk(dedup_hash: str) -> str:
     return f"CDR#{dedup_hash}"
 
 
+def snapshot_pk(digest: str) -> str:
+    return f"PLANSNAP#{digest}"
+
+
 class RatingStateItem(Item):
     """``MSISDN#<msisdn>`` / ``RATING``: see the module doc and README "Usage rating"."""
 
@@ -76,10 +91,17 @@ class RatingStateItem(Item):
     subscription_id = UnicodeAttribute()
     valid_until = UnicodeAttribute(null=True)
     wallet_paise = NumberAttribute(default=0)
-    # JSON documents: {plan_id: plan JSON} and {cycle label: counters} (see _cycle_doc).
-    plans = UnicodeAttribute()
+    # JSON: {cycle label: counters and the digest of its plan snapshot} (see _cycle_doc).
     cycles = UnicodeAttribute()
+    # Only in states written before plan snapshots had items: {plan_id: plan JSON}.
+    plans = UnicodeAttribute(null=True)
     version = NumberAttribute()
+
+
+class PlanSnapshotItem(Item):
+    """``PLANSNAP#<digest>`` / ``PLANSNAP``: a plan as some rating state charges by it."""
+
+    plan = UnicodeAttribute()  # the Plan as JSON
 
 
 class CdrMarkerItem(Item):
@@ -125,26 +147,77 @@ def _plan(text: str) -> Plan:
     return Plan.model_validate_json(text)
 
 
+@lru_cache(maxsize=512)
+def snapshot_digest(plan: Plan) -> str:
+    """The name of a plan snapshot: its content's digest, so equal plans share one item."""
+    return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()[:24]
+
+
+def _initials(name: str) -> str:
+    return "".join(word[0] for word in name.split("_"))
+
+
+# Stored names of the balance counters: their initials (``used_data_bytes`` is
+# ``udb``). The wallet is the state's, not the cycle's.
+BALANCE_KEYS = {name: _initials(name) for name in UsageBalance.model_fields} | {"wallet_paise": ""}
+_BALANCE_FIELDS = {key: name for name, key in BALANCE_KEYS.items() if key}
+assert len(_BALANCE_FIELDS) == len(BALANCE_KEYS) - 1, "two balance fields share initials"
+
+
 def _balance_doc(balance: UsageBalance) -> dict[str, Any]:
-    doc = balance.model_dump()
-    del doc["wallet_paise"]  # the wallet is the state's, not the cycle's
-    return doc
+    doc = balance.model_dump(exclude_defaults=True)
+    return {BALANCE_KEYS[name]: value for name, value in doc.items() if BALANCE_KEYS[name]}
 
 
-def _cycle_doc(cycle: CycleUsage) -> dict[str, Any]:
+def _balance_of(doc: dict[str, Any]) -> UsageBalance:
+    # Our own document, written from a validated balance: no re-validation.
+    return UsageBalance.model_construct(**{_BALANCE_FIELDS[key]: v for key, v in doc.items()})
+
+
+def _first_day(start: datetime) -> date:
+    return to_ist(start).date()
+
+
+def _daily_doc(cycle: CycleUsage) -> list[list[int]]:
+    """Columns per usage type ([data, voice, sms]), indexed by day of the cycle:
+    the most compact JSON for counters that grow by a day at a time."""
+    first = _first_day(cycle.start)
+    offsets = {(date.fromisoformat(day) - first).days: c for day, c in cycle.daily.items()}
+    days = max(offsets, default=-1) + 1
+    assert min(offsets, default=0) >= 0, "a CDR counts in the cycle it started in"
+    columns: list[list[int]] = [[0] * days for _ in range(3)]
+    for offset, counters in offsets.items():
+        for column, value in zip(columns, counters, strict=True):
+            column[offset] = value
+    return columns
+
+
+def _daily_of(start: datetime, columns: list[list[int]]) -> dict[str, list[int]]:
+    first = _first_day(start)
     return {
-        "start": cycle.start.isoformat(),
-        "end": cycle.end.isoformat(),
-        "plan_id": cycle.plan.plan_id,
-        "closed": cycle.closed,
-        "balance": _balance_doc(cycle.balance),
-        "daily": cycle.daily,
-        "late": cycle.late_records,
+        (first + timedelta(days=offset)).isoformat(): list(counters)
+        for offset, counters in enumerate(zip(*columns, strict=True))
+        if any(counters)
     }
 
 
+def _cycle_doc(cycle: CycleUsage) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "start": int(cycle.start.timestamp()),
+        "end": int(cycle.end.timestamp()),
+        "plan": snapshot_digest(cycle.plan),
+        "balance": _balance_doc(cycle.balance),
+        "daily": _daily_doc(cycle),
+    }
+    if cycle.closed:
+        doc["closed"] = True
+    if cycle.late_records:
+        doc["late"] = cycle.late_records
+    return doc
+
+
 def to_item(state: RatingState) -> RatingStateItem:
-    plans = {c.plan.plan_id: c.plan.model_dump_json() for c in state.cycles.values()}
+    """The state's item; its plans must be stored too (:func:`plan_snapshots`)."""
     return RatingStateItem(
         pk=msisdn_pk(state.msisdn),
         sk=RATING_SK,
@@ -155,7 +228,6 @@ def to_item(state: RatingState) -> RatingStateItem:
         subscription_id=state.subscription_id,
         valid_until=state.valid_until.isoformat() if state.valid_until else None,
         wallet_paise=state.wallet_paise,
-        plans=json.dumps(plans, separators=(",", ":")),
         cycles=json.dumps(
             {label: _cycle_doc(c) for label, c in state.cycles.items()}, separators=(",", ":")
         ),
@@ -163,20 +235,43 @@ def to_item(state: RatingState) -> RatingStateItem:
     )
 
 
-def from_item(item: RatingStateItem) -> RatingState:
-    plans = {plan_id: _plan(text) for plan_id, text in json.loads(item.plans).items()}
+def _moment(epoch_seconds: int) -> datetime:
+    return datetime.fromtimestamp(epoch_seconds, tz=UTC)
+
+
+def plan_snapshots(state: RatingState) -> dict[str, Plan]:
+    """The plan snapshots a state's item names, by digest."""
+    return {snapshot_digest(c.plan): c.plan for c in state.cycles.values()}
+
+
+def snapshots_named(item: RatingStateItem) -> set[str]:
+    """The digests of the plan snapshots an item names (none in a legacy item)."""
+    docs = json.loads(item.cycles).values()
+    return {doc["plan"] for doc in docs if "plan" in doc}
+
+
+def from_item(item: RatingStateItem, snapshots: Mapping[str, Plan]) -> RatingState:
+    """The state of an item; ``snapshots`` holds (at least) the plans it names."""
+    legacy = {pid: _plan(text) for pid, text in json.loads(item.plans or "{}").items()}
     cycles = {}
     for label, doc in json.loads(item.cycles).items():
+        if "plan" in doc:
+            start, end = _moment(doc["start"]), _moment(doc["end"])
+            plan, daily = snapshots[doc["plan"]], _daily_of(start, doc["daily"])
+            balance = _balance_of(doc["balance"])
+        else:  # written before plan snapshots had items
+            start, end = datetime.fromisoformat(doc["start"]), datetime.fromisoformat(doc["end"])
+            plan, daily = legacy[doc["plan_id"]], doc["daily"]
+            balance = UsageBalance.model_construct(**doc["balance"])
         cycles[label] = CycleUsage(
             label=label,
-            start=datetime.fromisoformat(doc["start"]),
-            end=datetime.fromisoformat(doc["end"]),
-            plan=plans[doc["plan_id"]],
-            # Our own document, written from a validated balance: no re-validation.
-            balance=UsageBalance.model_construct(**doc["balance"]),
-            closed=doc["closed"],
-            daily=doc["daily"],
-            late_records=doc["late"],
+            start=start,
+            end=end,
+            plan=plan,
+            balance=balance,
+            closed=doc.get("closed", False),
+            daily=daily,
+            late_records=doc.get("late", 0),
         )
     return RatingState(
         msisdn=item.pk.removeprefix("MSISDN#"),
@@ -189,6 +284,48 @@ def from_item(item: RatingStateItem) -> RatingState:
         cycles=cycles,
         version=int(item.version),
     )
+
+
+class _PlanSnapshots:
+    """A container's plan snapshots: each read once, each written once (they never
+    change, and a digest names only one content)."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, Plan] = {}
+        self.stored: set[str] = set()
+
+    def resolve(self, items: Iterable[RatingStateItem]) -> Mapping[str, Plan]:
+        wanted = set().union(*(snapshots_named(item) for item in items))
+        missing = [(snapshot_pk(d), PLAN_SNAPSHOT_SK) for d in wanted if d not in self.known]
+        if not missing:
+            return self.known
+        for found in PlanSnapshotItem.batch_get(missing, consistent_read=True):
+            digest = found.pk.removeprefix("PLANSNAP#")
+            self.known[digest] = _plan(found.plan)
+            self.stored.add(digest)
+        return self.known
+
+    def store(self, states: Iterable[RatingState]) -> None:
+        """Write the snapshots the states name before the states that name them."""
+        new: dict[str, Plan] = {}
+        for state in states:
+            new.update(plan_snapshots(state))
+        for digest in self.stored.intersection(new):
+            del new[digest]
+        if not new:
+            return
+        with PlanSnapshotItem.batch_write() as batch:
+            for digest, plan in new.items():
+                batch.save(
+                    PlanSnapshotItem(
+                        pk=snapshot_pk(digest),
+                        sk=PLAN_SNAPSHOT_SK,
+                        entity="PLAN_SNAPSHOT",
+                        plan=plan.model_dump_json(),
+                    )
+                )
+        self.stored.update(new)
+        self.known.update(new)
 
 
 # --- the repository ------------------------------------------------------------------
@@ -226,12 +363,24 @@ class DynamoRatingStore:
 
     transaction_items = 100
 
+    def __init__(self) -> None:
+        self._snapshots = _PlanSnapshots()
+
+    def save_plan_snapshots(self, states: Iterable[RatingState]) -> None:
+        """The plans the states name, before the states (bulk seeding writes states
+        itself; every write here calls this first)."""
+        self._snapshots.store(states)
+
     # reads
     def load_states(self, msisdns: Collection[str]) -> dict[str, RatingState]:
         keys = [(msisdn_pk(m), RATING_SK) for m in msisdns]
-        items = RatingStateItem.batch_get(keys, consistent_read=True)
-        states = (from_item(item) for item in items)
+        items = list(RatingStateItem.batch_get(keys, consistent_read=True))
+        snapshots = self._snapshots.resolve(items)
+        states = (from_item(item, snapshots) for item in items)
         return {state.msisdn: state for state in states}
+
+    def load_state(self, msisdn: str) -> RatingState | None:
+        return self.load_states([msisdn]).get(msisdn)
 
     def load_sources(self, msisdns: Collection[str]) -> dict[str, RatingSources]:
         """Four batch reads per 100 new subscribers (index, profile+plan slot, wallet,
@@ -299,6 +448,7 @@ class DynamoRatingStore:
     def commit(self, units: Sequence[WriteUnit], *, marker_expires_at: datetime) -> CommitResult:
         result = CommitResult()
         expires = int(marker_expires_at.timestamp())
+        self.save_plan_snapshots(unit.state for unit in units)
         for transaction in self._pack(units):
             slots = self._write(transaction, expires)
             if slots is None:
@@ -310,6 +460,7 @@ class DynamoRatingStore:
 
     def put_state(self, state: RatingState, expected_version: int) -> bool:
         """Replace a state outside rating (plan changes); False if the version moved."""
+        self.save_plan_snapshots([state])
         item = to_item(state)
         try:
             item.save(condition=_version_is(expected_version))

@@ -21,7 +21,8 @@ from tests.soak.reference import USAGE_TYPES, Reference, catalog
 from tests.soak.workload import Workload
 
 GST_BASIS_POINTS = 1800
-USED_FIELD = {"DATA": "used_data_bytes", "VOICE": "used_voice_seconds", "SMS": "used_sms"}
+# The rating state's stored counter names (shared/stores/usage.py BALANCE_KEYS).
+USED_FIELD = {"DATA": "udb", "VOICE": "uvs", "SMS": "us"}
 OPEN_PAYMENT = frozenset({"PENDING", "RECONCILING"})
 SHOWN = 8  # violations listed per check; the count says how many there were
 
