@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,15 @@ PRICES_PATH = Path(__file__).resolve().parent / "prices" / "ap-south-1.json"
 USAGE_PATH = RESULTS_DIR / "soak-usage-full.json"  # `make soak` writes it
 RATING_PHASE = "rating"
 TARGET_USD_PER_MILLION_CDRS = 2.50
+# A provisioned table (cdk -c table_capacity=provisioned) whose auto scaling keeps
+# this share of its capacity used (infra/platform.py PROVISIONED_TARGET_UTILIZATION):
+# a capacity unit-hour then serves 3,600 x this many request units.
+PROVISIONED_UTILIZATION = 0.70
+SECONDS_PER_HOUR = 3600
+# Its floor: auto scaling never goes below this many read and write units each on
+# the table and on each of its indexes (infra/platform.py PROVISIONED_MIN_UNITS).
+PROVISIONED_MIN_UNITS = 5
+TABLE_AND_INDEXES = 3
 DAYS_PER_MONTH = 30
 HOURS_PER_MONTH = 730  # AWS's convention for monthly prices
 PER_MILLION = "USD/1M CDRs"
@@ -86,10 +95,13 @@ class PriceList:
     free_requests: dict[str, str]
     fixed: dict[str, Price]
     not_modeled: list[str]
+    # Unit-hour prices of provisioned capacity, by the request unit they replace.
+    capacity: dict[str, Price] = field(default_factory=dict)
 
     def unsure(self) -> dict[str, Price]:
         """Every price that is not the Mumbai figure as recalled."""
         every = {**self.usage, **self.fixed}
+        every |= {f"{unit} (provisioned)": price for unit, price in self.capacity.items()}
         every |= {f"{service} requests": item.price for service, item in self.requests.items()}
         return {name: price for name, price in every.items() if price.confidence != "recalled"}
 
@@ -164,7 +176,20 @@ def load_prices(path: Path = PRICES_PATH) -> PriceList:
         free_requests=dict(document["free_requests"]),
         fixed={name: _price(entry) for name, entry in document["fixed"].items()},
         not_modeled=list(document["not_modeled"]),
+        capacity={unit: _price(entry) for unit, entry in document["provisioned_capacity"].items()},
     )
+
+
+def provisioned(prices: PriceList, utilization: float = PROVISIONED_UTILIZATION) -> PriceList:
+    """The prices with DynamoDB's request units served by provisioned capacity
+    kept ``utilization`` used: each unit-hour's price spread over the units it serves."""
+    usage = dict(prices.usage)
+    for unit, hourly in prices.capacity.items():
+        if unit not in usage:
+            raise PricingError(f"provisioned capacity for {unit!r}, which has no on-demand price")
+        served = hourly.per * SECONDS_PER_HOUR * utilization
+        usage[unit] = replace(hourly, per=served)
+    return replace(prices, usage=usage)
 
 
 def _price(entry: dict[str, Any]) -> Price:
@@ -314,12 +339,24 @@ class CostReport:
         return per_million(self.rating.usd, self.soak.cdrs_sent)
 
     @property
+    def rating_per_million_provisioned(self) -> float:
+        """The same, on a provisioned table (PROVISIONED_UTILIZATION used)."""
+        cost = price_usage(self.rating_usage, provisioned(self.prices))
+        return per_million(cost.usd, self.soak.cdrs_sent)
+
+    @property
     def month_per_million(self) -> float:
         return per_million(self.total.usd, self.soak.cdrs_sent)
 
     @property
     def monthly_usd(self) -> float:
         return sum(line.usd for line in self.monthly)
+
+    @property
+    def provisioned_floor_monthly_usd(self) -> float:
+        """What a provisioned table pays a month for its minimum capacity, idle or not."""
+        units = PROVISIONED_MIN_UNITS * TABLE_AND_INDEXES * HOURS_PER_MONTH
+        return sum(units * hourly.usd_each for hourly in self.prices.capacity.values())
 
     def subscriber_month(self, *, fixed_shared: bool = False) -> float:
         """The month's request-driven cost per subscriber; with ``fixed_shared`` plus
@@ -335,6 +372,11 @@ class CostReport:
         write_units = rating_units.get("dynamodb_write_request_units", 0)
         return [
             Figure("cost per million CDRs, rating pipeline", self.rating_per_million, PER_MILLION),
+            Figure(
+                "cost per million CDRs, rating pipeline, provisioned table",
+                self.rating_per_million_provisioned,
+                PER_MILLION,
+            ),
             Figure("cost per million CDRs, whole month", self.month_per_million, PER_MILLION),
             Figure("cost per subscriber-month", self.subscriber_month(), "USD"),
             Figure(
@@ -358,6 +400,11 @@ class CostReport:
             Figure("whole simulated month, request-driven cost", self.total.usd, "USD"),
             Figure("fixed monthly costs", self.monthly_usd, "USD/month"),
             Figure("target met, rating pipeline", _met(self.rating_per_million), "1=yes"),
+            Figure(
+                "target met, rating pipeline, provisioned table",
+                _met(self.rating_per_million_provisioned),
+                "1=yes",
+            ),
             Figure("target met, whole month", _met(self.month_per_million), "1=yes"),
         ]
 
@@ -407,12 +454,22 @@ def print_report(report: CostReport) -> None:
     if soak.simulated_days != DAYS_PER_MONTH:
         print(f"  (per subscriber-month: {soak.simulated_days} simulated days scaled to 30)")
     print(f"  target: at most ${TARGET_USD_PER_MILLION_CDRS:.2f} per million CDRs")
+    utilization = f"{PROVISIONED_UTILIZATION:.0%} used"
     for what, usd in (
         ("rating pipeline", report.rating_per_million),
         ("whole month", report.month_per_million),
+        (
+            f"rating pipeline, provisioned table ({utilization})",
+            report.rating_per_million_provisioned,
+        ),
     ):
         verdict = "met" if _met(usd) else "NOT met"
-        print(f"    {what:<20}: {verdict} (${usd:,.2f})")
+        print(f"    {what}: {verdict} (${usd:,.2f})")
+    print(
+        "    (the stack deploys an on-demand table; provisioned capacity is "
+        "`cdk -c table_capacity=provisioned`, which also pays for its minimum capacity: "
+        f"${report.provisioned_floor_monthly_usd:,.2f} a month)"
+    )
     _print_caveats(prices)
 
 

@@ -41,6 +41,17 @@ TIMERS = ("invoice_due_days", "overdue_grace_days", "inactivity_days", "msisdn_c
 # A bill may fall due on its bill date; every other timer needs at least a day.
 TIMER_MINIMUM_DAYS = {"invoice_due_days": 0}
 
+# How the table pays for throughput (``cdk -c table_capacity=provisioned``). On-demand
+# (the default) follows any burst at once. Provisioned capacity, kept
+# PROVISIONED_TARGET_UTILIZATION percent used by auto scaling, costs about a third
+# as much per unit for steady traffic like the CDR stream (bench/README.md, cost),
+# but takes minutes to follow a burst; its ceiling per table and index, reads and
+# writes each, is ``-c table_max_capacity_units=...``.
+ON_DEMAND, PROVISIONED = "on-demand", "provisioned"
+PROVISIONED_TARGET_UTILIZATION = 70
+PROVISIONED_MIN_UNITS = 5
+DEFAULT_MAX_CAPACITY_UNITS = 4_000
+
 
 @dataclass
 class Platform:
@@ -63,7 +74,7 @@ def build_platform(scope: Construct, *, stage: str, packaging: Packaging) -> Pla
         enable_key_rotation=True,
         removal_policy=RemovalPolicy.RETAIN,
     )
-    table = _table(scope, key)
+    table = _table(scope, key, table_capacity(scope.node.try_get_context))
     # A fixed name, passed on as that literal: moto's CloudFormation resolves a Ref to
     # an AWS::Events::EventBus to the object, not its name (FIELD-NOTES).
     bus_name = f"tbcss-{stage}-events"
@@ -236,14 +247,45 @@ def _stage_options(scope: Construct) -> apigw.StageOptions:
     )
 
 
-def _table(scope: Construct, key: kms.IKey) -> dynamodb.Table:
+@dataclass(frozen=True)
+class TableCapacity:
+    mode: str
+    max_units: int  # provisioned only
+
+
+def table_capacity(context: Callable[[str], Any]) -> TableCapacity:
+    """The table's capacity mode from the CDK context; a bad value fails the synth."""
+    mode = context("table_capacity") or ON_DEMAND
+    if mode not in (ON_DEMAND, PROVISIONED):
+        raise ValueError(
+            f"CDK context table_capacity={mode!r}: must be {ON_DEMAND!r} or {PROVISIONED!r}"
+        )
+    value = context("table_max_capacity_units")
+    units = DEFAULT_MAX_CAPACITY_UNITS if value is None else _whole_number(value)
+    if units is None or units < PROVISIONED_MIN_UNITS:
+        raise ValueError(
+            f"CDK context table_max_capacity_units={value!r}: must be a whole number, "
+            f"at least {PROVISIONED_MIN_UNITS}"
+        )
+    return TableCapacity(mode, units)
+
+
+def _table(scope: Construct, key: kms.IKey, capacity: TableCapacity) -> dynamodb.Table:
+    provisioned = capacity.mode == PROVISIONED
+    start = PROVISIONED_MIN_UNITS if provisioned else None
     # Table, not TableV2: moto's CloudFormation cannot deploy AWS::DynamoDB::GlobalTable.
     table = dynamodb.Table(
         scope,
         "Table",
         partition_key=dynamodb.Attribute(name=PK, type=dynamodb.AttributeType.STRING),
         sort_key=dynamodb.Attribute(name=SK, type=dynamodb.AttributeType.STRING),
-        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        billing_mode=(
+            dynamodb.BillingMode.PROVISIONED
+            if provisioned
+            else dynamodb.BillingMode.PAY_PER_REQUEST
+        ),
+        read_capacity=start,
+        write_capacity=start,
         encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
         encryption_key=key,
         point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
@@ -257,8 +299,23 @@ def _table(scope: Construct, key: kms.IKey) -> dynamodb.Table:
             index_name=name,
             partition_key=dynamodb.Attribute(name=pk, type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name=sk, type=dynamodb.AttributeType.STRING),
+            read_capacity=start,
+            write_capacity=start,
         )
+    if provisioned:
+        _auto_scale(table, capacity.max_units)
     return table
+
+
+def _auto_scale(table: dynamodb.Table, max_units: int) -> None:
+    """Reads and writes of the table and of each index follow the load."""
+    limits = {"min_capacity": PROVISIONED_MIN_UNITS, "max_capacity": max_units}
+    scalings = [table.auto_scale_read_capacity(**limits), table.auto_scale_write_capacity(**limits)]
+    for index in (GSI1, GSI2):
+        scalings.append(table.auto_scale_global_secondary_index_read_capacity(index, **limits))
+        scalings.append(table.auto_scale_global_secondary_index_write_capacity(index, **limits))
+    for scaling in scalings:
+        scaling.scale_on_utilization(target_utilization_percent=PROVISIONED_TARGET_UTILIZATION)
 
 
 def _user_pool(scope: Construct) -> cognito.UserPool:

@@ -25,6 +25,7 @@ from bench.cost import (
     price_monthly,
     price_requests,
     price_units,
+    provisioned,
 )
 from bench.cost import Price as CostPrice
 
@@ -164,8 +165,12 @@ def test_the_price_file_prices_every_unit_the_meter_reports_and_every_monthly_it
     assert prices.as_of
 
 
+# $0.0018 per write-unit-hour: at 70 % use, $0.0018 buys 2,520 units.
+WRITE_UNIT_HOUR = {"dynamodb_write_request_units": price(0.0018)}
+
+
 def report_of(phases: dict[str, Usage], total: Usage) -> CostReport:
-    return build_report(soak(phases, total), price_list(), SHARD_MONTH)
+    return build_report(soak(phases, total), price_list(capacity=WRITE_UNIT_HOUR), SHARD_MONTH)
 
 
 def _rating_and_billing() -> tuple[Usage, Usage]:
@@ -178,6 +183,23 @@ def _rating_and_billing() -> tuple[Usage, Usage]:
         {"dynamodb_write_request_units": 5_000, "eventbridge_events": 100},
     )
     return rating, billing
+
+
+def test_a_provisioned_unit_costs_the_unit_hour_spread_over_the_units_it_serves() -> None:
+    hourly = {"dynamodb_write_request_units": price(0.00072)}  # $0.00072 per unit-hour
+    prices = provisioned(price_list(capacity=hourly), utilization=0.5)
+
+    lines = price_units({"dynamodb_write_request_units": 1_800}, prices.usage)
+    usd = {line.item: line.usd for line in lines}
+
+    # A unit-hour serves 3,600 units at full use, 1,800 at half: 1,800 units cost one.
+    assert usd["dynamodb_write_request_units"] == pytest.approx(0.00072)
+    assert prices.usage["eventbridge_events"] == price_list().usage["eventbridge_events"]
+
+
+def test_provisioned_capacity_for_a_unit_without_an_on_demand_price_is_an_error() -> None:
+    with pytest.raises(PricingError, match="dynamodb_read_request_units"):
+        provisioned(price_list(capacity={"dynamodb_read_request_units": price(0.0001)}))
 
 
 def test_report_figures_per_cdr_come_from_the_rating_phase() -> None:
@@ -199,6 +221,12 @@ def test_report_figures_per_cdr_come_from_the_rating_phase() -> None:
     assert figures["cost per subscriber-month"] == pytest.approx(total_usd / 100)
     assert figures["fixed monthly costs"] == pytest.approx(0.015 * 730)
     assert figures["target met, rating pipeline"] == 1.0  # $2.10
+    # 5 write units on the table and its 2 indexes, 730 hours, $0.0018 each.
+    assert report.provisioned_floor_monthly_usd == pytest.approx(15 * 730 * 0.0018)
+    provisioned_usd = 20_000 * 0.0018 / 2_520 + 500 * 2e-6
+    assert figures["cost per million CDRs, rating pipeline, provisioned table"] == pytest.approx(
+        provisioned_usd * 100
+    )
     assert figures["target met, whole month"] == 0.0  # $3.62
     assert not any(line.usd for line in report.outside_phases.lines)
 
