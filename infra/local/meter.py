@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import threading
 from collections import Counter
@@ -44,6 +45,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+import boto3
+import botocore.session
 from botocore.config import Config
 from werkzeug.wrappers import Request
 
@@ -119,6 +122,41 @@ def runtime_client_config() -> Config:
     """boto3 client config for requests AWS would make on its own (pollers,
     scheduler, or a test's observation calls): counted, never billed."""
     return Config(user_agent_extra=RUNTIME_APP_ID)
+
+
+def local_session(endpoint_url: str | None, *, billed: bool = False) -> boto3.session.Session:
+    """A boto3 session at the runtime's moto. Unbilled (the default) for the
+    runtime's own machinery (pollers, scheduler: AWS does that work itself) and a
+    test's looking around; ``billed`` for what a client of the system would do.
+    Against a local endpoint any credentials do: take the environment's or dummy
+    ones, without walking the credential chain (whose instance-metadata probe
+    costs seconds when nothing is configured). Not safe to share across threads."""
+    if not endpoint_url:
+        return boto3.session.Session()
+    botocore_session = botocore.session.Session()
+    if not billed:
+        botocore_session.set_default_client_config(runtime_client_config())
+    return boto3.session.Session(
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        aws_session_token=os.environ.get("AWS_SESSION_TOKEN"),
+        botocore_session=botocore_session,
+    )
+
+
+def local_client(
+    service: str,
+    endpoint_url: str,
+    region: str,
+    *,
+    billed: bool = False,
+    config: Config | None = None,
+) -> Any:
+    """One client of a :func:`local_session`: ``local_client("sqs", url, region)``."""
+    session = local_session(endpoint_url, billed=billed)
+    return session.client(  # type: ignore[call-overload]
+        service, endpoint_url=endpoint_url, region_name=region, config=config
+    )
 
 
 # --- snapshots -------------------------------------------------------------------

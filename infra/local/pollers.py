@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -41,10 +40,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
-import botocore.session
 
 from infra.local.contracts import InvocationResult, Invoker
-from infra.local.meter import runtime_client_config
+from infra.local.meter import local_session
 
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
@@ -88,25 +86,6 @@ class Arn:
     def name(self) -> str:
         """The last path element: stream and queue names, function names."""
         return self.resource.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-
-
-def local_session(endpoint_url: str | None) -> boto3.session.Session:
-    """A boto3 session for one thread of the runtime's own machinery (pollers,
-    scheduler): AWS does this work itself, so its requests are metered as
-    unbilled (the User-Agent marker of :func:`~infra.local.meter.runtime_client_config`).
-    Against a local endpoint any credentials do: take the environment's or dummy
-    ones, without walking the credential chain (whose instance-metadata probe
-    costs seconds when nothing is configured)."""
-    if not endpoint_url:
-        return boto3.session.Session()
-    marked = botocore.session.Session()
-    marked.set_default_client_config(runtime_client_config())
-    return boto3.session.Session(
-        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "local"),
-        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
-        aws_session_token=os.environ.get("AWS_SESSION_TOKEN"),
-        botocore_session=marked,
-    )
 
 
 def _function_arn(function_name: str, region: str, account: str) -> str:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from infra.local.contracts import InvocationType, Invoker
 from infra.local.deploy import MOTO_DELIVERABLE_TARGETS
-from infra.local.pollers import local_session
+from infra.local.meter import local_session
 from infra.local.workers import ASYNC_RETRY_DELAYS_SECONDS
 
 if TYPE_CHECKING:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
+
+from infra.local.meter import local_client
 
 ROOT = Path(__file__).resolve().parents[2]
 READY = "TB-CSS local runtime ready:"
@@ -71,10 +72,8 @@ class LocalSystem:
         return self.cli("token", "--sub", sub, "--role", role).strip()
 
     def aws(self, service: str) -> Any:
-        session = boto3.session.Session(
-            aws_access_key_id="e2e", aws_secret_access_key="e2e", region_name=self.info["region"]
-        )
-        return session.client(service, endpoint_url=self.info["aws_endpoint_url"])
+        endpoint = self.info["aws_endpoint_url"]
+        return local_client(service, endpoint, self.info["region"], billed=True)
 
     def get(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
         return requests.get(self.api_url + path, headers=_auth(token), timeout=30, **kwargs)

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from infra.local.deploy import Deployment
+from infra.local.meter import local_client
 from infra.local.runtime import LocalRuntime, RuntimeOptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,12 +36,9 @@ def deployment(runtime: LocalRuntime) -> Deployment:
 @pytest.fixture(scope="session")
 def aws(runtime: LocalRuntime, deployment: Deployment) -> Any:
     """boto3 clients against the runtime's moto: ``aws("sqs")``."""
-    session = boto3.session.Session(
-        aws_access_key_id="local", aws_secret_access_key="local", region_name=deployment.region
-    )
 
     def client(service: str) -> Any:
-        return session.client(service, endpoint_url=runtime.endpoint_url)  # type: ignore[call-overload]
+        return local_client(service, runtime.endpoint_url, deployment.region, billed=True)
 
     return client
 

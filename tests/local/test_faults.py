@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
@@ -21,6 +20,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from infra.local import faults
 from infra.local.deploy import Deployment
 from infra.local.faults import FaultDice, FaultInjector, FaultKind, FaultPlan, InjectedFault
+from infra.local.meter import local_client
 from infra.local.runtime import LocalRuntime
 from tests.local.conftest import function_named
 from tests.local.test_stepfunctions import _wait_for_end
@@ -114,12 +114,11 @@ def injected_client(
             function_name="test",
             stream=STREAM,
         )
-        dynamodb = boto3.session.Session(
-            aws_access_key_id="local", aws_secret_access_key="local"
-        ).client(
+        dynamodb = local_client(
             "dynamodb",
-            endpoint_url=runtime.endpoint_url,
-            region_name=deployment.region,
+            runtime.endpoint_url,
+            deployment.region,
+            billed=True,
             config=Config(retries={"mode": "standard", "total_max_attempts": 2}),
         )
         injector.attach(dynamodb)

@@ -14,7 +14,13 @@ import requests
 from werkzeug.test import EnvironBuilder
 
 from infra.local.deploy import Deployment
-from infra.local.meter import RUNTIME_APP_ID, UsageMeter, UsageSnapshot, runtime_client_config
+from infra.local.meter import (
+    RUNTIME_APP_ID,
+    UsageMeter,
+    UsageSnapshot,
+    local_client,
+    runtime_client_config,
+)
 from infra.local.runtime import LocalRuntime
 from tests.local.conftest import function_named
 
@@ -285,16 +291,7 @@ def test_a_known_sequence_of_calls_is_metered_exactly(
 def test_the_runtimes_own_clients_are_not_billed(
     runtime: LocalRuntime, deployment: Deployment, table: str
 ) -> None:
-    import boto3  # noqa: PLC0415 - one client with the runtime's marker
-
-    observer = boto3.client(
-        "dynamodb",
-        endpoint_url=runtime.endpoint_url,
-        region_name=deployment.region,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-        config=runtime_client_config(),
-    )
+    observer = local_client("dynamodb", runtime.endpoint_url, deployment.region)
     before = runtime.meter.snapshot()
 
     observer.get_item(TableName=table, Key={"PK": {"S": "METER#observer"}})

@@ -20,12 +20,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import boto3
 import requests
 from boto3.dynamodb.types import TypeDeserializer
 
 from infra.cdr import send
-from infra.local.meter import runtime_client_config
+from infra.local.meter import local_client
 from infra.local.runtime import (
     LOCAL_CONTEXT,
     LocalRuntime,
@@ -113,13 +112,8 @@ class SoakSystem:
     def aws(self, service: str, *, billed: bool = True) -> Any:
         """A client at the runtime's moto; ``billed=False`` for the soak's own
         looking and steering (scans, queue checks), which the meter leaves out."""
-        return boto3.client(  # type: ignore[call-overload]
-            service,
-            endpoint_url=self.runtime.endpoint_url,
-            region_name=self.deployment.region,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-            config=None if billed else runtime_client_config(),
+        return local_client(
+            service, self.runtime.endpoint_url, self.deployment.region, billed=billed
         )
 
     @property

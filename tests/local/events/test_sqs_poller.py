@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from infra.local.contracts import InvocationResult
-from infra.local.pollers import EventSourcePollers, local_session
+from infra.local.meter import local_session
+from infra.local.pollers import EventSourcePollers
 from tests.local.events.conftest import FAST
 from tests.local.events.support import (
     ACCOUNT,
