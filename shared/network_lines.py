@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import boto3
+
 from shared.network import LineRecord
 
 if TYPE_CHECKING:
@@ -40,3 +42,9 @@ class SsmLineRegistry:
             Type="String",
             Overwrite=True,
         )
+
+
+def line_registry(prefix: str | None) -> SsmLineRegistry | None:
+    """The lines under ``prefix``; None without one (a simulator that keeps none).
+    Each call makes an SSM client: make one for many orders."""
+    return SsmLineRegistry(boto3.client("ssm"), prefix) if prefix else None

@@ -19,7 +19,7 @@ from shared.events import EventBridgePublisher
 from shared.kyc import KmsKeyService
 from shared.kyc_provider import KycProvider, SimulatedKycProvider
 from shared.network import LineRegistry, NetworkProvisioner, SimulatedNetwork
-from shared.network_lines import SsmLineRegistry
+from shared.network_lines import line_registry
 from shared.notifications import AwsNotifier
 from shared.services.activation import ActivationService, ActivationWorkflow
 from shared.services.subscriptions import SubscriptionService
@@ -72,7 +72,7 @@ def network() -> NetworkProvisioner:
     if choice != SIMULATOR:
         raise ValueError(f"unknown network provisioner {choice!r}")
     prefix = get_settings().simulator_lines_parameter_prefix
-    lines: LineRegistry | None = SsmLineRegistry(boto3.client("ssm"), prefix) if prefix else None
+    lines: LineRegistry | None = line_registry(prefix)
     return SimulatedNetwork(knobs(), lines=lines)
 
 

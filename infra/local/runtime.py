@@ -23,7 +23,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import boto3
 from pynamodb.exceptions import TransactWriteError
 
 from infra.local import faults
@@ -41,7 +40,7 @@ from shared.db import DynamoPlanCatalog, DynamoSubscriptionStore, bind_table, cu
 from shared.errors import ConcurrentModification
 from shared.models import Subscriber, SubscriberStatus, SubscriberType
 from shared.network import ServiceProfile, SimulatedNetwork
-from shared.network_lines import SsmLineRegistry
+from shared.network_lines import SsmLineRegistry, line_registry
 from shared.simulation import StaticKnobs
 from shared.stores.activation import ICCID_SK, IccidClaimItem, iccid_pk
 
@@ -350,7 +349,7 @@ def seed_table(
     bind_table(table_name, region)
     count = DynamoPlanCatalog().save_all(seed_plans())
     store = DynamoSubscriptionStore()
-    lines = network_lines(lines_prefix)
+    lines = line_registry(lines_prefix)
     for demo in DEMO_SUBSCRIBERS if demo_subscribers else ():
         subscriber = Subscriber(
             user_id=demo.user_id,
@@ -364,12 +363,6 @@ def seed_table(
         )
         seed_subscriber(store, subscriber, lines=lines, wallet_paise=demo.wallet_paise)
     return count
-
-
-def network_lines(prefix: str | None) -> SsmLineRegistry | None:
-    """The simulated network's lines under ``prefix`` (None: no network to provision
-    on). Make it once for many seeds: each makes an SSM client."""
-    return SsmLineRegistry(boto3.client("ssm"), prefix) if prefix else None
 
 
 def seed_subscriber(

@@ -29,7 +29,6 @@ from infra.local.runtime import (
     LocalRuntime,
     RuntimeOptions,
     aws_environment,
-    network_lines,
     seed_subscriber,
 )
 from shared.clock import to_ist
@@ -45,7 +44,7 @@ from shared.db import (
 from shared.events import DomainEvent, EventBridgePublisher
 from shared.models import Subscriber, SubscriberStatus, SubscriberType
 from shared.network import LineRecord
-from shared.network_lines import SsmLineRegistry
+from shared.network_lines import SsmLineRegistry, line_registry
 from shared.services.activation import LAST_BILL_CYCLE_DAY
 from shared.services.billing import parse_invoice_id
 from shared.settings import Settings
@@ -190,7 +189,7 @@ class DisconnectionSystem:
         with aws_environment(self.runtime.endpoint_url, self.deployment.region):
             bind_table(self.table, self.deployment.region)
             try:
-                lines = network_lines(LINES)
+                lines = line_registry(LINES)
                 assert seed_subscriber(DynamoSubscriptionStore(), subscriber, lines=lines)
             finally:
                 bind_table(*previous)  # this process's other tests keep their table

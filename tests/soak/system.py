@@ -30,13 +30,13 @@ from infra.local.runtime import (
     LocalRuntime,
     RuntimeOptions,
     aws_environment,
-    network_lines,
     seed_subscriber,
 )
 from shared.clock import FixedClock
 from shared.db import DynamoPlanCatalog, DynamoSubscriptionStore, bind_table, current_table
 from shared.events import EventBridgePublisher
 from shared.models import Subscriber, SubscriberStatus, SubscriberType
+from shared.network_lines import line_registry
 from shared.services.subscriptions import SubscriptionService
 from shared.simulation import SimulatorKnobs
 from tests.soak.workload import PREPAID_WALLET_PAISE, Line
@@ -175,7 +175,7 @@ class SoakSystem:
                     EventBridgePublisher(self.aws("events"), bus),
                     FixedClock(self.now()),
                 )
-                network = network_lines(self.runtime.lines_prefix())
+                network = line_registry(self.runtime.lines_prefix())
 
                 def seed_one(line: Line) -> None:
                     seed_subscriber(
