@@ -8,8 +8,9 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from annotated_types import Ge
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
@@ -38,8 +39,6 @@ GATEWAY_ERRORS = {
 # Days, one value per deployment (``cdk -c invoice_due_days=10``): billing's due date
 # and grace, and service control's inactivity limit and number cooling-off.
 TIMERS = ("invoice_due_days", "overdue_grace_days", "inactivity_days", "msisdn_cooling_off_days")
-# A bill may fall due on its bill date; every other timer needs at least a day.
-TIMER_MINIMUM_DAYS = {"invoice_due_days": 0}
 
 # How the table pays for throughput (``cdk -c table_capacity=provisioned``). On-demand
 # (the default) follows any burst at once. Provisioned capacity, kept
@@ -140,9 +139,10 @@ def timer_environment(context: Callable[[str], Any]) -> dict[str, str]:
 
 
 def _timer_days(name: str, value: Any) -> int:
+    field = Settings.model_fields[name]
     if value is None:
-        return int(Settings.model_fields[name].default)
-    minimum = TIMER_MINIMUM_DAYS.get(name, 1)
+        return int(field.default)
+    minimum = next(cast(int, limit.ge) for limit in field.metadata if isinstance(limit, Ge))
     days = _whole_number(value)
     if days is None or days < minimum:
         raise ValueError(

@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     simulator_lines_parameter_prefix: str = ""
 
     # Billing (issue 6).
-    invoice_due_days: int = 15  # due date = bill date + this many days
-    overdue_grace_days: int = 7  # InvoiceOverdue this many days after the due date
+    # A bill may fall due on its bill date; the other timers need at least a day.
+    invoice_due_days: int = Field(default=15, ge=0)  # due date = bill date + this many days
+    overdue_grace_days: int = Field(default=7, ge=1)  # InvoiceOverdue this long after it
     invoice_bucket_name: str = ""  # the invoice PDFs
     report_bucket_name: str = ""  # the monthly compliance reports
     billing_queue_url: str = ""  # bill-run and sweep fan-out (one message per subscriber)
@@ -67,8 +68,10 @@ class Settings(BaseSettings):
 
     # Service control (issue 7). The block for an unpaid bill comes with InvoiceOverdue,
     # i.e. overdue_grace_days after the due date: that is the "days overdue before a block".
-    inactivity_days: int = 90  # blocked for an unpaid bill / expired plan this long -> disconnect
-    msisdn_cooling_off_days: int = 90  # a disconnected number is reissued only after this
+    # Blocked for an unpaid bill or an expired plan this long: disconnected.
+    inactivity_days: int = Field(default=90, ge=1)
+    # A disconnected number is reissued only after this.
+    msisdn_cooling_off_days: int = Field(default=90, ge=1)
     disconnection_state_machine_arn: str = ""
     service_control_queue_url: str = ""  # events and sweep fan-out for service control
     otp_code_ttl_seconds: int = 300  # an OTP must be verified within this
