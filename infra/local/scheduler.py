@@ -590,6 +590,9 @@ class Scheduler:
                 if move_clock:
                     self._clock.advance_to(moment.timestamp())
                 lines.extend(self._fire_moment(list(occurrences), invocation))
+                # Progress kept moment by moment: should a later moment raise, what
+                # already fired is never fired again by the next advance.
+                self._fired_until = moment.timestamp()
             if move_clock:
                 self._clock.advance_to(target)
             self._fired_until = target

@@ -16,7 +16,7 @@ import pytest
 from infra.local.clock import LocalClock
 from infra.local.contracts import InvocationResult
 from infra.local.deploy import TargetSpec
-from infra.local.scheduler import Scheduler
+from infra.local.scheduler import Scheduler, TargetDelivery
 from tests.local.events.support import (
     ACCOUNT,
     REGION,
@@ -386,6 +386,34 @@ def test_a_delivery_that_raises_leaves_the_others_of_its_moment_their_result() -
         "2030-01-01T18:30:00Z rule BillRun -> BillRunFunction error: RuntimeError: worker crashed",
         "2030-01-01T18:30:00Z rule Sweep -> SweepFunction ok",
     ]
+
+
+def test_a_moment_that_raises_does_not_make_the_next_advance_fire_earlier_ones_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _clock_at(START)
+    invoker = FakeInvoker(clock=clock)
+    scheduler = _scheduler([rule("Sweep", MIDNIGHT_IST, [_lambda_target(SWEEP)])], invoker, clock)
+    labels = iter(["SweepFunction", RuntimeError("the log line could not be made")])
+
+    def label(_delivery: TargetDelivery, _target: TargetSpec) -> str:
+        answer = next(labels, "SweepFunction")
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(TargetDelivery, "label", label)
+
+    with pytest.raises(RuntimeError):
+        scheduler.advance(2 * DAY)  # the first midnight fires, the second raises
+    lines = scheduler.advance(DAY)
+
+    assert lines == [
+        "2030-01-02T18:30:00Z rule Sweep -> SweepFunction ok",
+        "2030-01-03T18:30:00Z rule Sweep -> SweepFunction ok",
+    ]
+    times = [_event_time(call.payload) for call in invoker.calls]
+    assert times.count(datetime(2030, 1, 1, 18, 30, tzinfo=UTC)) == 1
 
 
 @dataclass(frozen=True)
