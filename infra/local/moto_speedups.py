@@ -28,6 +28,12 @@ And two outside DynamoDB:
   local deploy disables them all: the runtime's pollers deliver): about 5 ms and
   an error line per record without Docker. Installed, a disabled mapping
   delivers nothing, as on AWS.
+* A Kinesis shard finds its last sequence number by listing every record's key
+  on every put, and is not safe for concurrent use: a GetRecords walking the
+  shard while a put appends fails ("OrderedDict mutated during iteration", a
+  500 to the poller), and two concurrent puts could take the same number, one
+  record overwriting the other. Installed, a shard's puts and reads take turns
+  (one lock for all shards) and the last key is read from the end.
 * SQS checks every message of a queue for visibility and delay on every send and
   receive (the queue's counters are recomputed), reading the clock through
   naive-datetime arithmetic each time: about 8 us a message. Installed, SQS
@@ -111,6 +117,7 @@ def _apply() -> list[Callable[[], None]]:
     import moto.sqs.models as sqs_models  # noqa: PLC0415
     from moto.awslambda.models import LambdaBackend  # noqa: PLC0415
     from moto.dynamodb.models.table import Table  # noqa: PLC0415
+    from moto.kinesis.models import Shard  # noqa: PLC0415
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: PLC0415
 
     backend = dynamodb_models.DynamoDBBackend
@@ -129,6 +136,11 @@ def _apply() -> list[Callable[[], None]]:
             "send_kinesis_message",
             _when_enabled(LambdaBackend.send_kinesis_message),
         ),
+        swapped(Shard, "get_max_sequence_number", _last_sequence_number),
+        *[
+            swapped(Shard, name, _taking_turns(getattr(Shard, name), _SHARD_TURNS))
+            for name in ("put_record", "get_records")
+        ],
         swapped(sqs_models, "unix_time_millis", _unix_time_millis),
         swapped(
             DomainDispatcherApplication,
@@ -477,6 +489,24 @@ def _when_enabled(original: Callable[..., None]) -> Callable[..., None]:
             original(backend, function_name, kinesis_stream, *args, **kwargs)
 
     return send_kinesis_message
+
+
+# --- Kinesis shards: one at a time, the last key from the end ---------------------
+
+_SHARD_TURNS = threading.Lock()
+
+
+def _taking_turns(original: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:
+    def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return original(*args, **kwargs)
+
+    return one_at_a_time
+
+
+def _last_sequence_number(shard: Any) -> int:
+    """Shard.get_max_sequence_number: the records are kept in sequence order."""
+    return int(next(reversed(shard.records), 0))
 
 
 # --- SQS: the same clock, read cheaply -------------------------------------------

@@ -3,22 +3,29 @@ them): transactions stay all-or-nothing, queries answer as DynamoDB does."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from infra.local import moto_speedups
 from infra.local.deploy import Deployment
+from infra.local.meter import local_client
 from infra.local.runtime import LocalRuntime
 from tests.local.conftest import function_named
 
 PARTITIONS = 3
 ITEMS_PER_PARTITION = 7
+WRITERS = 4
+PUTS_PER_WRITER = 4
+RECORDS_PER_PUT = 500  # PutRecords' limit: each put appends for a while
 
 
 def _create_table(dynamodb: Any, *, sort_key: bool) -> str:
@@ -269,6 +276,67 @@ def test_a_disabled_kinesis_mapping_runs_nothing_in_moto(aws: Any, deployment: D
     except logs.exceptions.ResourceNotFoundException:
         events = []
     assert not [event for event in events if "docker" in event["message"]]
+
+
+def test_concurrent_puts_and_reads_of_one_shard_lose_nothing_and_never_fail(
+    runtime: LocalRuntime, deployment: Deployment
+) -> None:
+    """moto's shard is not thread-safe, and its server is: reads walking the shard
+    while puts append failed with a 500, and racing puts could share a number."""
+    stream = f"speedups-{uuid.uuid4().hex[:8]}"
+    once = Config(retries={"total_max_attempts": 1})  # a 500 must show, not be retried
+    kinesis = local_client("kinesis", runtime.endpoint_url, deployment.region, config=once)
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    done = threading.Event()
+    errors: list[Exception] = []
+
+    def put(writer: int) -> None:
+        client = local_client("kinesis", runtime.endpoint_url, deployment.region, config=once)
+        for put in range(PUTS_PER_WRITER):
+            records = [
+                {"Data": f"{writer}-{put}-{number}".encode(), "PartitionKey": "p"}
+                for number in range(RECORDS_PER_PUT)
+            ]
+            assert client.put_records(StreamName=stream, Records=records)["FailedRecordCount"] == 0
+
+    def read() -> None:
+        client = local_client("kinesis", runtime.endpoint_url, deployment.region, config=once)
+        shard = client.describe_stream(StreamName=stream)["StreamDescription"]["Shards"][0]
+        while not done.is_set():
+            iterator = client.get_shard_iterator(
+                StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            try:
+                client.get_records(ShardIterator=iterator, Limit=10_000)
+            except ClientError as error:
+                errors.append(error)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    with ThreadPoolExecutor(WRITERS) as writers:
+        list(writers.map(put, range(WRITERS)))
+    done.set()
+    reader.join()
+
+    stored = _every_record(kinesis, stream)
+    assert errors == []
+    expected = [
+        f"{writer}-{put}-{number}"
+        for writer in range(WRITERS)
+        for put in range(PUTS_PER_WRITER)
+        for number in range(RECORDS_PER_PUT)
+    ]
+    assert sorted(stored) == sorted(expected)
+    kinesis.delete_stream(StreamName=stream)
+
+
+def _every_record(kinesis: Any, stream: str) -> list[str]:
+    shard = kinesis.describe_stream(StreamName=stream)["StreamDescription"]["Shards"][0]
+    iterator = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records = kinesis.get_records(ShardIterator=iterator, Limit=10_000)["Records"]
+    return [record["Data"].decode() for record in records]
 
 
 def test_sqs_reads_the_same_clock_as_moto(runtime: LocalRuntime) -> None:
