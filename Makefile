@@ -41,7 +41,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint test-unit test-integration test-infra test-local test-e2e test-fuzz test-soak
+# The suites that run the local runtime spend much of their time waiting on it
+# (queues, workflows, the moved clock), so they run two at a time, the longest
+# first, each one's output kept together.
+RUNTIME_SUITES := test-e2e test-soak test-local test-fuzz
+
+test: lint test-unit test-integration test-infra
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(RUNTIME_SUITES)
 
 test-unit: $(STAMP)
 	$(PYTEST) tests/unit

@@ -100,11 +100,19 @@ class CycleUsage:
     plan: Plan
     balance: UsageBalance = field(default_factory=UsageBalance)
     closed: bool = False
-    daily: dict[str, list[int]] = field(default_factory=dict)  # IST date -> [data, voice, sms]
+    # IST date -> [data, voice, sms]; while the cycle is open.
+    daily: dict[str, list[int]] = field(default_factory=dict)
     late_records: int = 0
 
     def contains(self, moment: datetime) -> bool:
         return self.start <= moment < self.end
+
+    def close(self) -> None:
+        """Invoiced (postpaid) or over (prepaid). Its balance stays for late CDRs;
+        its day counters go: only the current cycle's are ever shown, and the state
+        that carries them is rewritten with every charged batch."""
+        self.closed = True
+        self.daily = {}
 
 
 @dataclass
@@ -186,7 +194,7 @@ def refresh_state(state: RatingState, sources: RatingSources) -> RatingState:
     fresh.valid_until = subscription.valid_until
     if fresh.prepaid:
         for cycle in fresh.cycles.values():
-            cycle.closed = True
+            cycle.close()
     _open_cycle_for(fresh, subscription, plan)
     _prune(fresh)
     return fresh
@@ -670,7 +678,6 @@ def _rate_unit(state: RatingState, chunk: list[tuple[CycleUsage, Cdr]]) -> Write
         cycle.balance = result.balance.model_copy(update={"wallet_paise": 0})
         charged += result.charge_paise
         wallet_debit += result.wallet_debit_paise
-        _add_daily(cycle, cdrs, result.rated)
         if cycle.closed:
             cycle.late_records += len(cdrs)
             late += [
@@ -678,6 +685,7 @@ def _rate_unit(state: RatingState, chunk: list[tuple[CycleUsage, Cdr]]) -> Write
                 for cdr, rated in zip(cdrs, result.rated, strict=True)
             ]
         else:
+            _add_daily(cycle, cdrs, result.rated)
             signals += [(label, signal) for signal in result.signals]
     wallet = None
     if new.prepaid and charged:
