@@ -100,19 +100,12 @@ class CycleUsage:
     plan: Plan
     balance: UsageBalance = field(default_factory=UsageBalance)
     closed: bool = False
-    # IST date -> [data, voice, sms]; while the cycle is open.
+    # IST date -> [data, voice, sms]; kept until a later cycle follows a closed one.
     daily: dict[str, list[int]] = field(default_factory=dict)
     late_records: int = 0
 
     def contains(self, moment: datetime) -> bool:
         return self.start <= moment < self.end
-
-    def close(self) -> None:
-        """Invoiced (postpaid) or over (prepaid). Its balance stays for late CDRs;
-        its day counters go: only the current cycle's are ever shown, and the state
-        that carries them is rewritten with every charged batch."""
-        self.closed = True
-        self.daily = {}
 
 
 @dataclass
@@ -142,6 +135,15 @@ class RatingState:
 
     def latest(self) -> CycleUsage:
         return self.cycles[max(self.cycles, key=lambda label: self.cycles[label].start)]
+
+    def forget_past_days(self) -> None:
+        """A closed cycle with a later one after it keeps its balance (late CDRs,
+        billing) but not its day counters: the usage report shows the latest
+        cycle's, and every charged batch rewrites this state, paid per KB."""
+        latest = self.latest()
+        for cycle in self.cycles.values():
+            if cycle.closed and cycle is not latest:
+                cycle.daily = {}
 
 
 @dataclass(frozen=True)
@@ -194,9 +196,10 @@ def refresh_state(state: RatingState, sources: RatingSources) -> RatingState:
     fresh.valid_until = subscription.valid_until
     if fresh.prepaid:
         for cycle in fresh.cycles.values():
-            cycle.close()
+            cycle.closed = True
     _open_cycle_for(fresh, subscription, plan)
     _prune(fresh)
+    fresh.forget_past_days()
     return fresh
 
 
@@ -687,6 +690,7 @@ def _rate_unit(state: RatingState, chunk: list[tuple[CycleUsage, Cdr]]) -> Write
         else:
             _add_daily(cycle, cdrs, result.rated)
             signals += [(label, signal) for signal in result.signals]
+    new.forget_past_days()
     wallet = None
     if new.prepaid and charged:
         wallet = WalletDebit(new.user_id, wallet_before, wallet_debit)

@@ -648,7 +648,7 @@ class RatingCycleUsage:
             elif usage.closed:
                 balance = usage.balance
                 break
-            usage.close()
+            usage.closed = True
             expected = state.version
             state.version += 1
             if store.put_state(state, expected):

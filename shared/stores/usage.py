@@ -21,8 +21,8 @@ The state is rewritten with every batch that charges the subscriber, and a
 transactional write costs 2 write units per KB, so it is kept small: each cycle
 names its plan snapshot by digest instead of carrying a copy (snapshots never
 change; a container reads each once), counters at their defaults are left out
-and the others named by their initials, times are epoch seconds, and the daily
-counters are columns indexed by day of the cycle.
+and the others stored under short names, times are epoch microseconds, and the
+day counters are columns indexed by day of the cycle.
 """
 
 from __future__ import annotations
@@ -153,25 +153,36 @@ def snapshot_digest(plan: Plan) -> str:
     return hashlib.sha256(plan.model_dump_json().encode()).hexdigest()[:24]
 
 
-def _initials(name: str) -> str:
-    return "".join(word[0] for word in name.split("_"))
-
-
-# Stored names of the balance counters: their initials (``used_data_bytes`` is
-# ``udb``). The wallet is the state's, not the cycle's.
-BALANCE_KEYS = {name: _initials(name) for name in UsageBalance.model_fields} | {"wallet_paise": ""}
-_BALANCE_FIELDS = {key: name for name, key in BALANCE_KEYS.items() if key}
-assert len(_BALANCE_FIELDS) == len(BALANCE_KEYS) - 1, "two balance fields share initials"
+# The stored name of each balance counter: part of the item format, so fixed here,
+# never derived from the field names (a renamed field keeps its stored name; a
+# new one needs a new, unused name). A counter at its default (0, false) is left
+# out. The wallet is the state's, not the cycle's.
+BALANCE_KEYS = {
+    "used_data_bytes": "udb",
+    "used_voice_seconds": "uvs",
+    "used_sms": "us",
+    "overage_data_paise": "odp",
+    "overage_voice_paise": "ovp",
+    "overage_sms_paise": "osp",
+    "unbilled_paise": "up",
+    "data_exhausted": "de",
+    "voice_exhausted": "ve",
+    "sms_exhausted": "se",
+    "data_alert_percent": "dap",
+    "voice_alert_percent": "vap",
+    "sms_alert_percent": "sap",
+}
+BALANCE_FIELDS = {key: name for name, key in BALANCE_KEYS.items()}
 
 
 def _balance_doc(balance: UsageBalance) -> dict[str, Any]:
-    doc = balance.model_dump(exclude_defaults=True)
-    return {BALANCE_KEYS[name]: value for name, value in doc.items() if BALANCE_KEYS[name]}
+    doc = balance.model_dump(exclude_defaults=True, exclude={"wallet_paise"})
+    return {BALANCE_KEYS[name]: value for name, value in doc.items()}
 
 
 def _balance_of(doc: dict[str, Any]) -> UsageBalance:
     # Our own document, written from a validated balance: no re-validation.
-    return UsageBalance.model_construct(**{_BALANCE_FIELDS[key]: v for key, v in doc.items()})
+    return UsageBalance.model_construct(**{BALANCE_FIELDS[key]: v for key, v in doc.items()})
 
 
 def _first_day(start: datetime) -> date:
@@ -201,14 +212,28 @@ def _daily_of(start: datetime, columns: list[list[int]]) -> dict[str, list[int]]
     }
 
 
+def _microseconds(moment: datetime) -> int:
+    """Exact: a prepaid period ends when its purchase said, to the microsecond."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _moment(microseconds: int) -> datetime:
+    return _EPOCH + microseconds * _MICROSECOND
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _cycle_doc(cycle: CycleUsage) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "start": int(cycle.start.timestamp()),
-        "end": int(cycle.end.timestamp()),
+        "start": _microseconds(cycle.start),
+        "end": _microseconds(cycle.end),
         "plan": snapshot_digest(cycle.plan),
         "balance": _balance_doc(cycle.balance),
-        "daily": _daily_doc(cycle),
     }
+    if cycle.daily:
+        doc["daily"] = _daily_doc(cycle)
     if cycle.closed:
         doc["closed"] = True
     if cycle.late_records:
@@ -235,10 +260,6 @@ def to_item(state: RatingState) -> RatingStateItem:
     )
 
 
-def _moment(epoch_seconds: int) -> datetime:
-    return datetime.fromtimestamp(epoch_seconds, tz=UTC)
-
-
 def plan_snapshots(state: RatingState) -> dict[str, Plan]:
     """The plan snapshots a state's item names, by digest."""
     return {snapshot_digest(c.plan): c.plan for c in state.cycles.values()}
@@ -257,7 +278,8 @@ def from_item(item: RatingStateItem, snapshots: Mapping[str, Plan]) -> RatingSta
     for label, doc in json.loads(item.cycles).items():
         if "plan" in doc:
             start, end = _moment(doc["start"]), _moment(doc["end"])
-            plan, daily = snapshots[doc["plan"]], _daily_of(start, doc["daily"])
+            plan = _snapshot(snapshots, doc["plan"], item)
+            daily = _daily_of(start, doc.get("daily", []))
             balance = _balance_of(doc["balance"])
         else:  # written before plan snapshots had items
             start, end = datetime.fromisoformat(doc["start"]), datetime.fromisoformat(doc["end"])
@@ -286,9 +308,16 @@ def from_item(item: RatingStateItem, snapshots: Mapping[str, Plan]) -> RatingSta
     )
 
 
+def _snapshot(snapshots: Mapping[str, Plan], digest: str, item: RatingStateItem) -> Plan:
+    try:
+        return snapshots[digest]
+    except KeyError:
+        raise LookupError(f"plan snapshot {digest} of rating state {item.pk} not found") from None
+
+
 class _PlanSnapshots:
-    """A container's plan snapshots: each read once, each written once (they never
-    change, and a digest names only one content)."""
+    """A container's plan snapshots: each read at most once and written at most once
+    per container (they never change, and a digest names only one content)."""
 
     def __init__(self) -> None:
         self.known: dict[str, Plan] = {}
@@ -312,18 +341,15 @@ class _PlanSnapshots:
             new.update(plan_snapshots(state))
         for digest in self.stored.intersection(new):
             del new[digest]
-        if not new:
-            return
-        with PlanSnapshotItem.batch_write() as batch:
-            for digest, plan in new.items():
-                batch.save(
-                    PlanSnapshotItem(
-                        pk=snapshot_pk(digest),
-                        sk=PLAN_SNAPSHOT_SK,
-                        entity="PLAN_SNAPSHOT",
-                        plan=plan.model_dump_json(),
-                    )
-                )
+        # One PutItem each (rating's role may put, never batch-write: that would
+        # allow deletes); repeating one is harmless, the content is the same.
+        for digest, plan in new.items():
+            PlanSnapshotItem(
+                pk=snapshot_pk(digest),
+                sk=PLAN_SNAPSHOT_SK,
+                entity="PLAN_SNAPSHOT",
+                plan=plan.model_dump_json(),
+            ).save()
         self.stored.update(new)
         self.known.update(new)
 

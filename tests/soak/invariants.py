@@ -17,12 +17,17 @@ from datetime import datetime
 from typing import Any
 
 from shared.db import PK, SK
+from shared.stores.usage import BALANCE_KEYS
 from tests.soak.reference import USAGE_TYPES, Reference, catalog
 from tests.soak.workload import Workload
 
 GST_BASIS_POINTS = 1800
-# The rating state's stored counter names (shared/stores/usage.py BALANCE_KEYS).
-USED_FIELD = {"DATA": "udb", "VOICE": "uvs", "SMS": "us"}
+# Where the rating state item keeps each used-units counter.
+USED_FIELD = {
+    "DATA": BALANCE_KEYS["used_data_bytes"],
+    "VOICE": BALANCE_KEYS["used_voice_seconds"],
+    "SMS": BALANCE_KEYS["used_sms"],
+}
 OPEN_PAYMENT = frozenset({"PENDING", "RECONCILING"})
 SHOWN = 8  # violations listed per check; the count says how many there were
 

@@ -111,7 +111,7 @@ def test_late_cdrs_of_a_closed_cycle_become_late_usage_items(
     state = store.load_states([msisdn])[msisdn]
     (cycle,) = state.cycles.values()
     closed = state.copy()
-    closed.cycles[cycle.label].close()  # what billing does when it invoices
+    closed.cycles[cycle.label].closed = True  # what billing does when it invoices
     closed.version += 1
     assert store.put_state(closed, expected_version=state.version)
 
@@ -124,7 +124,8 @@ def test_late_cdrs_of_a_closed_cycle_become_late_usage_items(
     assert report.sms.used == 1  # the new cycle
     assert report.late_usage_records == 1
     assert [(day.date, day.sms) for day in report.daily] == [(f"{clock.now():%Y-%m-%d}", 1)]
-    # The invoiced cycle keeps its balance, late CDR included, but no day counters.
+    # The invoiced cycle, followed by a new one, keeps its balance (the late CDR
+    # included) but not its day counters.
     invoiced = store.load_states([msisdn])[msisdn].cycles[cycle.label]
     assert (invoiced.balance.used_sms, invoiced.daily) == (4, {})
 

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 from infra.local.usage_units import item_size
 from shared.catalog import seed_plans
+from shared.stores.usage import DynamoRatingStore
 from tests.integration.usage.conftest import Rating, Subscribe, cdr
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DECEMBER = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)  # 17:30 IST on the 1st
 DAILY_VOICE = 3_540  # a minute pulse: 59 minutes a day, over the quota by mid-month
 DAILY_DATA = 150 * 1024 * 1024  # a whole number of 10 KB pulses
@@ -88,8 +90,8 @@ def test_a_state_stored_with_its_plan_copied_in_is_still_rated(
     for doc in cycles.values():
         doc["plan_id"] = plan.plan_id
         del doc["plan"]
-        doc["start"] = datetime.fromtimestamp(doc["start"], UTC).isoformat()
-        doc["end"] = datetime.fromtimestamp(doc["end"], UTC).isoformat()
+        doc["start"] = (EPOCH + timedelta(microseconds=doc["start"])).isoformat()
+        doc["end"] = (EPOCH + timedelta(microseconds=doc["end"])).isoformat()
         doc["balance"] = {"used_sms": 1} if doc["balance"] else {}
         doc["daily"] = {"2026-11-25": [0, 0, 1]} if doc["daily"][0] else {}
         doc["closed"] = doc.get("closed", False)
@@ -105,3 +107,25 @@ def test_a_state_stored_with_its_plan_copied_in_is_still_rated(
     assert report.sms.used == 3
     assert [(d.date, d.sms) for d in report.daily] == [("2026-11-25", 3)]
     assert "plans" not in rating_item(rating, msisdn)
+
+
+def test_a_closed_cycle_still_the_latest_keeps_its_days(
+    rating: Rating, subscribed: Subscribe
+) -> None:
+    """A final invoice (a disconnection) closes the current cycle: its usage page
+    still shows the days; a late CDR counts in the balance, not in a day."""
+    msisdn = subscribed("hana")
+    rating.send([cdr(msisdn, "SMS", 2)])
+    store = DynamoRatingStore()
+    state = store.load_state(msisdn)
+    assert state is not None
+    closed = state.copy()
+    closed.latest().closed = True  # what billing does for the final invoice
+    closed.version += 1
+    assert store.put_state(closed, expected_version=state.version)
+
+    rating.send([cdr(msisdn, "SMS", 1)])
+
+    report = rating.report("hana")
+    assert [(day.date, day.sms) for day in report.daily] == [("2026-11-25", 2)]
+    assert (report.sms.used, report.late_usage_records) == (3, 1)
