@@ -65,6 +65,7 @@ def seed(count: int) -> None:
     catalog = {plan.plan_id: plan for plan in seed_plans()}
     db.DynamoPlanCatalog().save_all(catalog.values())
     plan = catalog["POST_BASIC_399"]
+    rating = DynamoRatingStore()  # writes the plan's snapshot once
     with db.SubscriberItem.batch_write() as batch:
         for n in range(count):
             user_id = f"bench-{n:05d}"
@@ -98,7 +99,7 @@ def seed(count: int) -> None:
             usage = state.latest()
             usage.balance = UsageBalance(used_voice_seconds=63_000, overage_voice_paise=2_500)
             state.version = 1
-            DynamoRatingStore().save_plan_snapshots([state])
+            rating.save_plan_snapshots([state])
             batch.save(to_item(state))
 
 

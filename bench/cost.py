@@ -467,8 +467,9 @@ def print_report(report: CostReport) -> None:
         print(f"    {what}: {verdict} (${usd:,.2f})")
     print(
         "    (the stack deploys an on-demand table; provisioned capacity is "
-        "`cdk -c table_capacity=provisioned`, which also pays for its minimum capacity: "
-        f"${report.provisioned_floor_monthly_usd:,.2f} a month)"
+        "`cdk -c table_capacity=provisioned`, which also pays for its minimum capacity, "
+        f"${report.provisioned_floor_monthly_usd:,.2f} a month; its figure is a lower "
+        "bound: auto scaling lags a rising load and scales down only so often)"
     )
     _print_caveats(prices)
 

@@ -8,9 +8,8 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from annotated_types import Ge
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
@@ -42,7 +41,7 @@ TIMERS = ("invoice_due_days", "overdue_grace_days", "inactivity_days", "msisdn_c
 
 # How the table pays for throughput (``cdk -c table_capacity=provisioned``). On-demand
 # (the default) follows any burst at once. Provisioned capacity, kept
-# PROVISIONED_TARGET_UTILIZATION percent used by auto scaling, costs about a third
+# PROVISIONED_TARGET_UTILIZATION percent used by auto scaling, costs about 40 %
 # as much per unit for steady traffic like the CDR stream (bench/README.md, cost),
 # but takes minutes to follow a burst; its ceiling per table and index, reads and
 # writes each, is ``-c table_max_capacity_units=...``.
@@ -142,7 +141,7 @@ def _timer_days(name: str, value: Any) -> int:
     field = Settings.model_fields[name]
     if value is None:
         return int(field.default)
-    minimum = next(cast(int, limit.ge) for limit in field.metadata if isinstance(limit, Ge))
+    (minimum,) = (int(limit.ge) for limit in field.metadata if hasattr(limit, "ge"))
     days = _whole_number(value)
     if days is None or days < minimum:
         raise ValueError(

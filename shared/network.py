@@ -101,12 +101,14 @@ BARRING_RETRY_PAUSES = (0.2, 0.5)
 class BarringRetries:
     """A network whose barring orders are retried in the call on a transient error.
 
-    A barring order is a desired state, so repeating it is safe; a blip of the
-    HLR link then costs a fraction of a second instead of a whole queue
-    redelivery, and only a link down for every attempt sends the message back
-    (after its receives, to the DLQ). Provisioning keeps its caller's own
-    attempt count (Step Functions' Retry, SIM replacement's loop) and
-    de-provisioning its workflow's Retry, so both pass straight through.
+    A barring order is a desired state, so repeating it is safe. From the
+    service-control worker, a blip of the HLR link then costs a fraction of a
+    second instead of a queue redelivery (five of which park the message in the
+    DLQ); from the API, an agent's block waits up to 0.7 s longer before its sync
+    is left to the queue; in the disconnection workflow, each of its own retries
+    is a three-attempt call. Provisioning keeps its caller's own attempt count
+    (Step Functions' Retry, SIM replacement's loop) and de-provisioning its
+    workflow's Retry, so both pass straight through.
     """
 
     def __init__(

@@ -35,8 +35,7 @@ from shared.stores.sim_care import DynamoSimClaims
 @lru_cache(maxsize=1)
 def line_network() -> NetworkProvisioner:
     """Activation's network adapter, built once here: three services share it.
-    Barring orders come from queue messages: a transient failure is retried in
-    the call before the message goes back to the queue."""
+    Barring orders retry a transient failure in the call (BarringRetries)."""
     return BarringRetries(network())
 
 

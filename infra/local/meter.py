@@ -42,6 +42,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -152,11 +153,21 @@ def local_client(
     billed: bool = False,
     config: Config | None = None,
 ) -> Any:
-    """One client of a :func:`local_session`: ``local_client("sqs", url, region)``."""
+    """A client of a :func:`local_session`: ``local_client("sqs", url, region)``.
+    Without a ``config`` of its own, one client per service and endpoint is made
+    and shared: a boto3 client is thread-safe, and making one takes tens of ms."""
+    if config is None:
+        return _shared_client(service, endpoint_url, region, billed)
     session = local_session(endpoint_url, billed=billed)
     return session.client(  # type: ignore[call-overload]
         service, endpoint_url=endpoint_url, region_name=region, config=config
     )
+
+
+@lru_cache(maxsize=64)
+def _shared_client(service: str, endpoint_url: str, region: str, billed: bool) -> Any:
+    session = local_session(endpoint_url, billed=billed)
+    return session.client(service, endpoint_url=endpoint_url, region_name=region)  # type: ignore[call-overload]
 
 
 # --- snapshots -------------------------------------------------------------------

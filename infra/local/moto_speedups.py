@@ -32,8 +32,10 @@ And two outside DynamoDB:
   on every put, and is not safe for concurrent use: a GetRecords walking the
   shard while a put appends fails ("OrderedDict mutated during iteration", a
   500 to the poller), and two concurrent puts could take the same number, one
-  record overwriting the other. Installed, a shard's puts and reads take turns
-  (one lock for all shards) and the last key is read from the end.
+  record overwriting the other. Installed, ``put_record`` and ``get_records``
+  (what the runtime's pollers and producers call) take turns, one lock for all
+  shards, and the last key is read from the end. Other shard walks (iterators
+  AT_TIMESTAMP, DescribeStream) still run unlocked.
 * SQS checks every message of a queue for visibility and delay on every send and
   receive (the queue's counters are recomputed), reading the clock through
   naive-datetime arithmetic each time: about 8 us a message. Installed, SQS
