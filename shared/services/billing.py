@@ -168,7 +168,8 @@ class InvoiceRecord(Frozen):
     history: tuple[HistoryEntry, ...] = ()
     credit_notes: tuple[IssuedCreditNote, ...] = ()
     published: bool = False  # PDF stored and InvoiceIssued sent
-    overdue_notified: bool = False
+    overdue_notified: bool = False  # the notice is claimed: nobody else sends it
+    overdue_notice_published: bool = False  # and InvoiceOverdue reached the bus
     pdf_key: str | None = None
     paid_paise: int = Field(default=0, ge=0, description="Payments applied so far")
 
@@ -288,6 +289,10 @@ class BillingStore(Protocol):
 
     def claim_overdue_notice(self, record: InvoiceRecord, at: datetime) -> bool:
         """Once per invoice: True for the one caller that may send InvoiceOverdue."""
+        ...
+
+    def mark_overdue_notice_published(self, record: InvoiceRecord) -> None:
+        """InvoiceOverdue reached the bus: a retry of the task need not send it again."""
         ...
 
     def cycle_subscribers(self, cycle_day: int, shard: int) -> Iterable[str]: ...
@@ -629,9 +634,11 @@ class BillingService:
         if record.status is InvoiceStatus.ISSUED and self._store.mark_overdue(record, now):
             done.append("OVERDUE")
         notice_at = invoice.due_at + timedelta(days=self._config.grace_days)
-        if now < notice_at or record.overdue_notified:
+        if now < notice_at or record.overdue_notice_published:
             return done
-        if self._store.claim_overdue_notice(record, now):
+        # Claimed by an attempt that died before the bus had the event (the task
+        # came back): send it now. Otherwise only the one that claims it sends it.
+        if record.overdue_notified or self._store.claim_overdue_notice(record, now):
             self._events.publish(
                 [
                     DomainEvent(
@@ -650,6 +657,7 @@ class BillingService:
                     )
                 ]
             )
+            self._store.mark_overdue_notice_published(record)
             done.append("NOTIFIED")
         return done
 

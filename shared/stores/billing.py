@@ -124,6 +124,7 @@ class InvoiceItem(InGsi1):
     paid_paise = NumberAttribute(default=0)  # payments applied (issue 8)
     published = BooleanAttribute(default=False)
     overdue_notified = BooleanAttribute(default=False)
+    overdue_notice_published = BooleanAttribute(default=False)
     pdf_key = UnicodeAttribute(null=True)
 
     def to_record(self) -> InvoiceRecord:
@@ -134,6 +135,7 @@ class InvoiceItem(InGsi1):
             credit_notes=_NOTES.validate_json(self.credit_notes),
             published=bool(self.published),
             overdue_notified=bool(self.overdue_notified),
+            overdue_notice_published=bool(self.overdue_notice_published),
             pdf_key=self.pdf_key,
             paid_paise=int(self.paid_paise or 0),
         )
@@ -187,6 +189,7 @@ def _invoice_item(record: InvoiceRecord) -> InvoiceItem:
         credited_paise=record.credited_paise,
         published=record.published,
         overdue_notified=record.overdue_notified,
+        overdue_notice_published=record.overdue_notice_published,
         pdf_key=record.pdf_key,
         paid_paise=record.paid_paise,
     )
@@ -556,6 +559,13 @@ class DynamoBillingStore:
             ],
             (InvoiceItem.overdue_notified == False)  # noqa: E712 - a DynamoDB condition
             & InvoiceItem.status.is_in(*(status.value for status in UNPAID)),
+        )
+
+    def mark_overdue_notice_published(self, record: InvoiceRecord) -> None:
+        pk, sk = _key(record)
+        InvoiceItem(pk=pk, sk=sk).update(
+            actions=[InvoiceItem.overdue_notice_published.set(True)],
+            condition=InvoiceItem.pk.exists(),
         )
 
     def _conditional_update(

@@ -8,10 +8,13 @@ from datetime import date, timedelta
 from io import BytesIO
 from typing import Any
 
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from pypdf import PdfReader
 
 from shared import db
 from shared.clock import IST
+from shared.events import EventBridgePublisher
 from shared.models import SubscriberType
 from shared.stores.billing import DynamoBillingStore
 from tests.apigw import Caller, parse_response
@@ -56,6 +59,33 @@ def test_overdue_after_the_due_date_and_one_notice_after_the_grace(
     assert [n["detail"]["invoice_id"] for n in notices] == [invoice_id]
     record = store.get_invoice(invoice_id)
     assert [h.event for h in record.history] == ["ISSUED", "OVERDUE", "OVERDUE_NOTICE"]
+
+
+def test_a_notice_claimed_by_a_worker_that_died_before_sending_it_goes_out_on_the_retry(
+    billing: Billing, postpaid: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else the subscriber who does not pay would never be blocked."""
+    invoice_id = issue_december(billing, postpaid)
+    sweep_overdue_on(billing, date(2026, 12, 17))
+    billing.clock.advance(at_ist(2026, 12, 24) - billing.clock.now())
+    billing.schedule("overdue", date(2026, 12, 24))
+    tasks = billing.receive()
+    publish = EventBridgePublisher.publish
+
+    def dies(_publisher: EventBridgePublisher, _events: Any) -> None:
+        raise RuntimeError("the worker died before PutEvents")
+
+    monkeypatch.setattr(EventBridgePublisher, "publish", dies)
+    with pytest.raises(BatchProcessingError):  # every task failed: all back to the queue
+        billing.work(tasks)
+    monkeypatch.setattr(EventBridgePublisher, "publish", publish)
+    assert billing.events("InvoiceOverdue") == []
+
+    assert billing.work(tasks) == []  # SQS delivers the task again
+    assert billing.work(tasks) == []  # and once more: nothing new goes out
+
+    notices = billing.events("InvoiceOverdue")
+    assert [notice["detail"]["invoice_id"] for notice in notices] == [invoice_id]
 
 
 def test_prepaid_expiry_renews_from_the_wallet_or_announces_plan_expired(
