@@ -128,8 +128,10 @@ class SoakSystem:
         assert self.runtime.scheduler is not None
         self.runtime.scheduler.advance_to(moment)
 
-    def settle(self, timeout: float = 300) -> None:
-        """Until every stream and queue is drained and no workflow is running."""
+    def settle(self, timeout: float = 900) -> None:
+        """Until every stream and queue is drained and no workflow is running. The
+        limit is a hang detector, not a target: the full profile's last usage step
+        leaves a backlog of thousands of CDRs, slower to drain on a busy machine."""
         assert self.runtime.pollers is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
