@@ -7,36 +7,27 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.catalog import seed_plans
-from shared.models import Subscriber, SubscriberStatus, SubscriberType, Subscription
+from shared.models import SubscriberType, Subscription
 from shared.rating import UsageBalance
 from shared.services.usage import RatingSources, RatingState, build_state, place
 from shared.stores.usage import BALANCE_KEYS, from_item, plan_snapshots, to_item
+from tests.unit.rating.test_rating_state import PLAN, SUBSCRIBER
 
 # A purchase's own moment: prepaid periods start and end mid-second.
 BOUGHT = datetime(2026, 11, 25, 10, 0, 7, 654_321, tzinfo=UTC)
-PLAN = next(plan for plan in seed_plans() if plan.plan_id == "PRE_SMART_299")
 
 
 def prepaid_state() -> RatingState:
-    subscriber = Subscriber(
-        user_id="u1",
-        msisdn="9876500001",
-        subscriber_type=SubscriberType.PREPAID,
-        state="KA",
-        status=SubscriberStatus.ACTIVE,
-        created_at=BOUGHT,
-    )
     subscription = Subscription(
         subscription_id="sub-1",
-        user_id="u1",
+        user_id=SUBSCRIBER.user_id,
         plan_id=PLAN.plan_id,
         plan_type=SubscriberType.PREPAID,
         price_paise=PLAN.price_paise,
         started_at=BOUGHT,
         valid_until=BOUGHT + timedelta(days=28),
     )
-    state = build_state("9876500001", RatingSources(subscriber, subscription, PLAN, 0))
+    state = build_state(SUBSCRIBER.msisdn, RatingSources(SUBSCRIBER, subscription, PLAN, 0))
     assert state is not None
     return state
 
