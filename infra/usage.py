@@ -15,9 +15,12 @@ from infra.function import ServiceFunction
 from infra.messaging import encrypted_queue
 from infra.platform import Platform
 
-# One invoke rates up to this many CDRs: the bigger the batch, the fewer DynamoDB
-# requests per CDR (subscribers repeat within a batch, transactions fill up).
-RATING_BATCH_SIZE = 1000
+# One invoke rates up to this many CDRs (Kinesis's maximum; Lambda sends fewer
+# when they pass its 6 MB payload limit): the bigger the batch, the fewer DynamoDB
+# requests and write units per CDR, as a subscriber's CDRs in one batch share one
+# state read and write. The window bounds the wait, so a quiet stream is still
+# rated within seconds.
+RATING_BATCH_SIZE = 10_000
 RATING_BATCH_WINDOW = Duration.seconds(2)
 RATING_RETRIES = 5
 # What rating reads and writes: states, markers, late items, anomaly counters,

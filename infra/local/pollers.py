@@ -8,7 +8,8 @@ AWS's delivery semantics:
 
 Kinesis (per shard, in order)
     batches of up to ``BatchSize`` records, waiting up to
-    ``MaximumBatchingWindowInSeconds`` to fill one; on a handler error the batch
+    ``MaximumBatchingWindowInSeconds`` to fill one, and sent early, smaller,
+    when the event would pass Lambda's 6 MB invoke payload limit; on a handler error the batch
     is retried (split in halves first with ``BisectBatchOnFunctionError``); with
     ``ReportBatchItemFailures`` processing resumes at the first reported sequence
     number (checkpoint semantics); when retries run out the failing records are
@@ -57,6 +58,9 @@ log = logging.getLogger("tbcss.local.pollers")
 
 LOCAL_INFINITE_RETRY_CAP = 5
 SQS_MAX_PER_RECEIVE = 10
+# Lambda's synchronous invoke payload limit: a stream mapping invokes with fewer
+# than BatchSize records rather than pass it.
+INVOKE_PAYLOAD_LIMIT = 6 * 1024 * 1024
 SQS_WAIT_SECONDS = 1  # long-poll length: also bounds how long stop() waits
 IDLE_SLEEP_SECONDS = 0.1
 RETRY_DELAY_SECONDS = 0.05
@@ -253,6 +257,7 @@ class _Shard:
     shard_id: str
     iterator: str | None
     buffer: list[RecordTypeDef] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # each buffered record's bytes in the event
     buffered_since: float | None = None  # monotonic time the oldest buffered record arrived
 
 
@@ -333,22 +338,37 @@ class KinesisPoller(_Poller):
         if records and shard.buffered_since is None:
             shard.buffered_since = time.monotonic()
         shard.buffer.extend(records)
+        shard.sizes.extend(self._event_bytes(shard.shard_id, record) for record in records)
         return bool(records)
 
     def _deliver_ready(self, shard: _Shard) -> bool:
         if not shard.buffer or not self._batch_ready(shard):
             return False
-        batch = shard.buffer[: self.mapping.batch_size]
+        batch = shard.buffer[: self._next_batch_length(shard)]
         if not self._deliver(shard.shard_id, batch):
             return True  # stopped mid-batch: keep the records buffered
         del shard.buffer[: len(batch)]
+        del shard.sizes[: len(batch)]
         shard.buffered_since = time.monotonic() if shard.buffer else None
         return True
 
+    def _next_batch_length(self, shard: _Shard) -> int:
+        """Up to BatchSize records, fewer if their event would pass the payload limit."""
+        size = len(json.dumps(self._event(shard.shard_id, [])))
+        for count, record_size in enumerate(shard.sizes[: self.mapping.batch_size]):
+            size += record_size
+            if size > INVOKE_PAYLOAD_LIMIT:
+                return max(count, 1)
+        return min(len(shard.buffer), self.mapping.batch_size)
+
+    def _event_bytes(self, shard_id: str, record: RecordTypeDef) -> int:
+        return len(json.dumps(self._event_record(shard_id, record))) + len(", ")
+
     def _batch_ready(self, shard: _Shard) -> bool:
         window = self.mapping.max_batching_window_seconds
-        if len(shard.buffer) >= self.mapping.batch_size or window <= 0:
-            return True
+        length = self._next_batch_length(shard)
+        if length >= self.mapping.batch_size or length < len(shard.buffer) or window <= 0:
+            return True  # a full batch (by count or by payload) is waiting
         waited = time.monotonic() - (shard.buffered_since or time.monotonic())
         return waited >= window
 

@@ -35,7 +35,7 @@ def test_rating_consumes_the_stream_in_big_batches_with_partial_failures(
         for m in of_type(resources, "AWS::Lambda::EventSourceMapping").values()
         if m["FunctionName"] == {"Ref": rating_name}
     ]
-    assert 500 <= mapping["BatchSize"] <= 1000
+    assert 1000 <= mapping["BatchSize"] <= 10_000  # 10,000: the Kinesis maximum
     assert mapping["MaximumBatchingWindowInSeconds"] > 0
     assert mapping["BisectBatchOnFunctionError"] is True
     assert 0 < mapping["MaximumRetryAttempts"] <= 10

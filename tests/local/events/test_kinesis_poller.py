@@ -91,6 +91,24 @@ def test_25_records_batch_size_10_arrive_in_3_invocations_exactly_once(
     assert abs(arrival - time.time()) < 60
 
 
+def test_a_batch_stops_short_of_lambdas_6_mb_payload_limit(
+    aws: dict[str, Any], run_pollers: list[EventSourcePollers]
+) -> None:
+    # 900 KB records are 1.2 MB each in the event (base64): five fit in 6 MB, six do not.
+    arn = _stream(aws["kinesis"])
+    values = [f"{i:02d}" + "x" * 900 * 1024 for i in range(12)]
+    _put(aws["kinesis"], arn, values)
+    invoker = FakeInvoker()
+
+    pollers = _start(run_pollers, mapping(arn, batch_size=100, window=1), invoker)
+
+    assert pollers.drain(20)
+    calls = invoker.snapshot()
+    assert [v for call in calls for v in _values(call.payload)] == values
+    assert max(len(call.payload["Records"]) for call in calls) == 5
+    assert all(len(json.dumps(call.payload)) <= 6 * 1024 * 1024 for call in calls)
+
+
 def test_latest_starting_position_skips_records_put_before_start(
     aws: dict[str, Any], run_pollers: list[EventSourcePollers]
 ) -> None:
