@@ -13,7 +13,7 @@ from constructs import Construct
 
 from infra.function import ServiceFunction
 from infra.messaging import work_queue
-from infra.platform import Platform, private_bucket
+from infra.platform import Platform, grant_sweep_checkpoints, private_bucket
 
 # 00:00 IST = 18:30 UTC the day before.
 IST_MIDNIGHT = events.Schedule.cron(minute="30", hour="18")
@@ -70,6 +70,7 @@ class Billing(Construct):
             timeout_seconds=900,  # a bill run queries every shard and fans out
         ).function
         platform.table.grant_read_data(self.schedules)
+        grant_sweep_checkpoints(platform.table, self.schedules)
         self.queue.grant_send_messages(self.schedules)
         for sweep in SWEEPS:
             name = "".join(part.title() for part in sweep.split("_"))

@@ -15,6 +15,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -25,6 +26,7 @@ from infra.function import Packaging, ServiceFunction
 from shared.auth import Role
 from shared.db import GSI1, GSI1PK, GSI1SK, GSI2, GSI2PK, GSI2SK, PK, SK, TTL_ATTRIBUTE
 from shared.settings import Settings
+from shared.stores.sweeps import SWEEP_KEY_PREFIX
 
 API_AUDIENCE = "tbcss-api"
 GATEWAY_ERRORS = {
@@ -129,6 +131,20 @@ def build_platform(scope: Construct, *, stage: str, packaging: Packaging) -> Pla
         )
     access_logs = _access_log_bucket(scope)
     return Platform(key, table, bus, api, authorizer, packaging, environment, access_logs)
+
+
+def grant_sweep_checkpoints(table: dynamodb.ITable, function: iam.IGrantable) -> None:
+    """A daily sweep reads its checkpoint and moves it (shared/stores/sweeps.py):
+    an UpdateItem on ``SWEEP#`` items, nothing else of the table."""
+    function.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["dynamodb:GetItem", "dynamodb:UpdateItem"],
+            resources=[table.table_arn],
+            conditions={
+                "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{SWEEP_KEY_PREFIX}*"]}
+            },
+        )
+    )
 
 
 def timer_environment(context: Callable[[str], Any]) -> dict[str, str]:

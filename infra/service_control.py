@@ -25,7 +25,7 @@ from infra.activation import Activation, ActivationTimings
 from infra.billing import IST_MIDNIGHT, Billing
 from infra.function import ServiceFunction
 from infra.messaging import events_to_queue, work_queue
-from infra.platform import Platform, workflow_logs
+from infra.platform import Platform, grant_sweep_checkpoints, workflow_logs
 from shared.network import NetworkTransientError
 from shared.services.disconnection import Decision
 
@@ -190,6 +190,7 @@ class ServiceControl(Construct):
             timeout_seconds=300,  # queries every shard of a few days and fans out
         ).function
         self._platform.table.grant_read_data(fn)
+        grant_sweep_checkpoints(self._platform.table, fn)
         self.queue.grant_send_messages(fn)
         events.Rule(
             self,

@@ -10,7 +10,7 @@ goes below zero, and a change applies completely or not at all.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from shared.audit import AuditRecord
 from shared.errors import (
@@ -22,6 +22,19 @@ from shared.errors import (
 )
 from shared.models import Plan, Subscriber, Subscription
 from shared.services.audit import InvalidCursor, Partition, Window
+
+
+class InMemorySweepCheckpoints:
+    """Like ``shared.stores.sweeps.DynamoSweepCheckpoints``: a checkpoint never moves back."""
+
+    def __init__(self, done: dict[str, date] | None = None) -> None:
+        self.done = dict(done or {})
+
+    def last_done(self, sweep: str) -> date | None:
+        return self.done.get(sweep)
+
+    def mark_done(self, sweep: str, day: date) -> None:
+        self.done[sweep] = max(day, self.done.get(sweep, day))
 
 
 class InMemoryPlanCatalog:

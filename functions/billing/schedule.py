@@ -3,22 +3,25 @@ overdue sweep and the prepaid expiry sweep. Each queries a sharded index and fan
 out one SQS message per unit of work to the billing worker.
 
 Input: ``{"sweep": "bill_run" | "overdue" | "expiry"}`` (the rules' constant
-input), optionally ``"date": "YYYY-MM-DD"`` to run a given IST day by hand
+input), optionally ``"date": "YYYY-MM-DD"`` to run just that IST day by hand
 (``tbcss bill run --date``) or ``"time"`` (an event time). Otherwise the day is
 the clock's IST day, a few minutes early counting as the next day (the rule fires
-at 00:00 IST; a retry later that day still runs the same day).
+at 00:00 IST; a retry later that day still runs the same day), and the run also
+covers the days missed since the sweep's checkpoint (:mod:`shared.sweeps`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.billing.wiring import sweeps
+from functions.billing.wiring import checkpoints, sweeps
 from shared.clock import system_clock, to_ist
 from shared.logs import service_logger
+from shared.sweeps import run_daily_sweep
 
 logger = service_logger()
 _EARLY_TOLERANCE = timedelta(minutes=5)
@@ -35,17 +38,25 @@ def run_day(event: dict[str, Any]) -> date:
     return to_ist(moment + _EARLY_TOLERANCE).date()
 
 
+def run_scheduled_sweep(
+    event: dict[str, Any], name: str, days_of: Callable[[list[date]], dict[str, Any]]
+) -> dict[str, Any]:
+    """The day of :func:`run_day` and those missed before it; a run for a given
+    date (by hand) sweeps just that day. Every module's daily sweeps go this way."""
+    by_hand = bool(event.get("date"))
+    return run_daily_sweep(checkpoints(), name, run_day(event), days_of, by_hand=by_hand)
+
+
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    day = run_day(event)
     sweep = event.get("sweep", "bill_run")
-    if sweep == "bill_run":
-        result = sweeps().bill_run(day)
-    elif sweep == "overdue":
-        result = sweeps().overdue_sweep(day)
-    elif sweep == "expiry":
-        result = sweeps().expiry_sweep(day)
-    else:
+    days_of = {
+        "bill_run": sweeps().bill_run,
+        "overdue": sweeps().overdue_sweep,
+        "expiry": sweeps().expiry_sweep,
+    }.get(sweep)
+    if days_of is None:
         raise ValueError(f"unknown sweep {sweep!r}")
+    result = run_scheduled_sweep(event, sweep, days_of)
     logger.info("sweep done", extra={"sweep": sweep, **result})
     return {"sweep": sweep, **result}

@@ -20,6 +20,7 @@ from shared.stores.billing import (
     SqsTaskQueue,
     operator_details,
 )
+from shared.stores.sweeps import DynamoSweepCheckpoints
 
 
 @lru_cache(maxsize=1)
@@ -55,6 +56,11 @@ def billing() -> BillingService:
             grace_days=settings.overdue_grace_days,
         ),
     )
+
+
+@lru_cache(maxsize=1)
+def checkpoints() -> DynamoSweepCheckpoints:
+    return DynamoSweepCheckpoints()
 
 
 @lru_cache(maxsize=1)

@@ -4,10 +4,10 @@
   open 15 minutes after its creation is looked up at the gateway and resolved
   (applied, failed or refunded), or escalated to ops once it is 2 hours old.
 - ``{"sweep": "autopay_retries"}`` at 10:00 IST: the AutoPay attempts scheduled
-  for the day (and the few days before, should a run have been missed), one SQS
-  message each to the payments worker. ``"date": "YYYY-MM-DD"`` runs a given IST
-  day by hand; the day is decided as for billing's sweeps
-  (:func:`functions.billing.schedule.run_day`).
+  for the day (and the days since the last run, should one have been missed), one
+  SQS message each to the payments worker. ``"date": "YYYY-MM-DD"`` runs a given
+  IST day by hand; the days are decided as for billing's sweeps
+  (:func:`functions.billing.schedule.run_scheduled_sweep`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.billing.schedule import run_day
+from functions.billing.schedule import run_scheduled_sweep
 from functions.payments.wiring import payments, task_queue
 from shared.clock import system_clock
 from shared.logs import service_logger
@@ -32,8 +32,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if sweep == RECONCILE:
         result = payments().reconcile(system_clock().now())
     elif sweep == AUTOPAY_RETRIES:
-        messages = payments().autopay_retries_due(run_day(event))
-        result = {"queued": task_queue().send(messages)}
+        queue = task_queue()
+        result = run_scheduled_sweep(
+            event, sweep, lambda days: {"queued": queue.send(payments().autopay_retries_due(days))}
+        )
     else:
         raise ValueError(f"unknown sweep {sweep!r}")
     logger.info("sweep done", extra={"sweep": sweep, **result})

@@ -4,8 +4,8 @@ than ``INACTIVITY_DAYS`` ago, one SQS message each to the service-control
 worker, which disconnects those still inactive.
 
 Input: ``{"sweep": "inactivity"}`` (the rule's constant input), optionally
-``"date": "YYYY-MM-DD"`` to run a given IST day by hand; the day is decided as
-for billing's sweeps (:func:`functions.billing.schedule.run_day`).
+``"date": "YYYY-MM-DD"`` to run a given IST day by hand; the days are decided as
+for billing's sweeps (:func:`functions.billing.schedule.run_scheduled_sweep`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.billing.schedule import run_day
+from functions.billing.schedule import run_scheduled_sweep
 from functions.service_control.wiring import disconnections, task_queue
 from shared.logs import service_logger
 
@@ -27,6 +27,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     sweep = event.get("sweep", SWEEP)
     if sweep != SWEEP:
         raise ValueError(f"unknown sweep {sweep!r}")
-    result = disconnections().inactivity_sweep(run_day(event), task_queue())
+    queue = task_queue()
+    result = run_scheduled_sweep(
+        event, SWEEP, lambda days: disconnections().inactivity_sweep(days, queue)
+    )
     logger.info("sweep done", extra={"sweep": sweep, **result})
     return {"sweep": sweep, **result}

@@ -87,9 +87,6 @@ CHARGE_KINDS = frozenset(
 )
 ISSUE_ATTEMPTS = 5  # recomputations after a concurrent change to the billing account
 COUNTER_ATTEMPTS = 50  # re-reads of the FY counter when other invoices took the number
-# Sweeps look this many days further back than their own day, so a missed run
-# (an outage) is caught up; the conditional updates make repeats no-ops.
-SWEEP_LOOKBACK_DAYS = 3
 # A transaction holds at most 100 items: invoice, counter, account, late items.
 MAX_LATE_ITEMS_PER_INVOICE = 90
 _INVOICE_ID = re.compile(r"^INV-(?P<user_id>[A-Za-z0-9_-]{1,64})-(?P<label>\d{4}-\d{2}-\d{2})$")
@@ -666,61 +663,57 @@ class BillingService:
 
 
 class Sweeps:
-    """The daily schedules: each queries a sharded index (never a scan) and fans
-    out one message per subscriber / invoice / plan to the billing queue."""
+    """The daily schedules: for each day given (:func:`shared.sweeps.run_daily_sweep`
+    decides which), query a sharded index (never a scan) and fan out one message
+    per subscriber / invoice / plan to the billing queue."""
 
     def __init__(
-        self,
-        *,
-        store: BillingStore,
-        queue: TaskQueue,
-        shards: int,
-        grace_days: int = 7,
-        lookback_days: int = SWEEP_LOOKBACK_DAYS,
+        self, *, store: BillingStore, queue: TaskQueue, shards: int, grace_days: int = 7
     ) -> None:
         self._store = store
         self._queue = queue
         self._shards = shards
         self._grace_days = grace_days
-        self._lookback_days = lookback_days
 
-    def bill_run(self, bill_date: date) -> dict[str, Any]:
-        days = cycle_days_billed_on(bill_date)
+    def bill_run(self, bill_dates: list[date]) -> dict[str, Any]:
+        billed = [
+            (bill_date, day) for bill_date in bill_dates for day in cycle_days_billed_on(bill_date)
+        ]
         messages = [
             {"task": "invoice", "user_id": user_id, "cycle_day": day, "bill_date": str(bill_date)}
-            for day in days
+            for bill_date, day in billed
             for shard in range(self._shards)
             for user_id in self._store.cycle_subscribers(day, shard)
         ]
         sent = self._queue.send(messages)
-        return {"bill_date": str(bill_date), "cycle_days": days, "messages": sent}
+        return {"cycle_days": sorted({day for _, day in billed}), "messages": sent}
 
-    def overdue_sweep(self, today: date) -> dict[str, Any]:
-        """Due dates whose invoices turn OVERDUE today (and, after the grace, get
-        their notice), looking back a few days to catch up a missed run."""
-        newest = today - timedelta(days=1)
-        dates = {newest - timedelta(days=back) for back in range(self._lookback_days + 1)}
-        notice = newest - timedelta(days=self._grace_days)
-        dates |= {notice - timedelta(days=back) for back in range(self._lookback_days + 1)}
+    def overdue_sweep(self, days: list[date]) -> dict[str, Any]:
+        """Invoices due the day before a swept day turn OVERDUE; those due the
+        grace period before that get their notice."""
+        newest = [day - timedelta(days=1) for day in days]
+        dates = sorted({*newest, *(due - timedelta(days=self._grace_days) for due in newest)})
         messages = [
             {"task": "overdue", "invoice_id": invoice_id}
-            for due in sorted(dates)
+            for due in dates
             for shard in range(self._shards)
             for invoice_id in self._store.unpaid_due_on(due, shard)
         ]
         sent = self._queue.send(messages)
-        return {"date": str(today), "due_dates": [str(d) for d in sorted(dates)], "messages": sent}
+        return {"due_dates": [str(d) for d in dates], "messages": sent}
 
-    def expiry_sweep(self, today: date) -> dict[str, Any]:
-        days = [today - timedelta(days=back) for back in range(self._lookback_days, -1, -1)]
+    def expiry_sweep(self, days: list[date]) -> dict[str, Any]:
+        """Plans whose validity ended the day before a swept day (all past by its
+        00:00 IST), and those ending on the day itself: one at 00:00 IST has just
+        ended, a later one is skipped now and taken by the next day's run."""
+        expiry_dates = sorted({d for day in days for d in (day - timedelta(days=1), day)})
         messages = [
             {"task": "expire", "user_id": user_id, "subscription_id": subscription_id}
-            for day in days
+            for day in expiry_dates
             for shard in range(self._shards)
             for user_id, subscription_id in self._store.expiring_on(day, shard)
         ]
-        sent = self._queue.send(messages)
-        return {"date": str(today), "messages": sent}
+        return {"messages": self._queue.send(messages)}
 
 
 class ExpiryOutcome(StrEnum):

@@ -194,7 +194,6 @@ class DisconnectionConfig:
     inactivity_days: int = 90
     cooling_off_days: int = 90
     shards: int = 8
-    lookback_days: int = 3
 
 
 class Disconnections:
@@ -487,18 +486,17 @@ class Disconnections:
         self._starter.start(name, {"disconnection_id": record.disconnection_id, "resume": "true"})
         return f"resumed as {name}"
 
-    def inactivity_sweep(self, today: date, queue: TaskQueue) -> dict[str, Any]:
-        """Lines whose inactivity clock started more than ``inactivity_days`` ago,
-        one message each (looking back a few days for missed runs)."""
-        newest = today - timedelta(days=self._config.inactivity_days + 1)
-        days = [newest - timedelta(days=back) for back in range(self._config.lookback_days + 1)]
+    def inactivity_sweep(self, days: list[date], queue: TaskQueue) -> dict[str, Any]:
+        """For each swept day, the lines whose inactivity clock started more than
+        ``inactivity_days`` before it, one message each."""
+        limit = timedelta(days=self._config.inactivity_days + 1)
         messages = [
             {"task": "inactivity", "user_id": user_id}
             for day in days
             for shard in range(self._config.shards)
-            for user_id in self._store.dormant_since_on(day, shard)
+            for user_id in self._store.dormant_since_on(day - limit, shard)
         ]
-        return {"date": str(today), "messages": queue.send(messages)}
+        return {"messages": queue.send(messages)}
 
     def disconnect_if_inactive(self, user_id: str) -> str:
         state = self._states.load(user_id)

@@ -313,7 +313,6 @@ class PaymentConfig:
     topup_min_paise: int = 1_000  # ₹10
     topup_max_paise: int = 1_000_000  # ₹10,000
     shards: int = 8  # shared.db.CYCLE_SHARDS: the index shards the store writes
-    lookback_days: int = 3  # the AutoPay sweep catches up missed runs
 
     @property
     def autopay_attempts(self) -> int:
@@ -552,10 +551,10 @@ class PaymentService:
         del total_paise  # what is owed now counts (a credit note may have come first)
         return self._autopay_charge(user_id, invoice_id, 1, mandate.mandate_token)
 
-    def autopay_retries_due(self, day: date) -> list[dict[str, str]]:
-        """The sweep: one message per attempt scheduled on ``day`` (IST) or on the
-        few days before (a missed run); :meth:`retry_autopay` takes each."""
-        days = [day - timedelta(days=back) for back in range(self._config.lookback_days, -1, -1)]
+    def autopay_retries_due(self, days: list[date]) -> list[dict[str, str]]:
+        """The sweep: one message per attempt scheduled on one of ``days`` (IST;
+        :func:`shared.sweeps.run_daily_sweep` decides which); :meth:`retry_autopay`
+        takes each."""
         return [
             {"task": "autopay_retry", "user_id": user_id, "invoice_id": invoice_id}
             for scheduled in days

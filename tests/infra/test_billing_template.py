@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from tests.infra.test_stack_template import Resources, _routes, function_named, of_type
+from tests.infra.test_stack_template import (
+    Resources,
+    _actions,
+    _routes,
+    _statements_of,
+    function_named,
+    of_type,
+)
 
 WORKER = "functions.billing.worker.handler"
 SCHEDULES = "functions.billing.schedule.handler"
+WRITE_ACTIONS = {
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+}
 
 
 def test_the_daily_schedules_fire_at_ist_midnight_with_their_sweep(resources: Resources) -> None:
@@ -58,3 +71,16 @@ def test_invoice_routes_are_authorized_and_pdfs_are_binary(resources: Resources)
         assert routes[route]["AuthorizationType"] == "CUSTOM", route
     (api,) = of_type(resources, "AWS::ApiGateway::RestApi").values()
     assert "application/pdf" in api["BinaryMediaTypes"]
+
+
+def test_the_daily_sweeps_may_move_only_their_checkpoints(resources: Resources) -> None:
+    for handler in (SCHEDULES, "functions.service_control.schedule.handler"):
+        writes = [
+            statement
+            for statement in _statements_of(resources, handler)
+            if any(action in WRITE_ACTIONS for action in _actions(statement))
+        ]
+        (checkpoints,) = writes
+        assert _actions(checkpoints) == ["dynamodb:GetItem", "dynamodb:UpdateItem"], handler
+        leading = checkpoints["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+        assert leading == ["SWEEP#*"], handler

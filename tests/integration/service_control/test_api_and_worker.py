@@ -1217,11 +1217,12 @@ def test_a_poison_message_is_reported_and_the_rest_of_the_batch_still_applies(
 # --- the inactivity sweep --------------------------------------------------------------------
 
 
-def test_the_inactivity_sweep_sends_one_message_for_a_line_dormant_92_days(
+def test_the_inactivity_sweep_sends_one_message_for_a_line_dormant_91_days(
     system: System, live: Any
 ) -> None:
     today = T0.astimezone(IST).date()  # 2026-11-25
-    for user_id, days in (("u1", 92), ("u2", 89)):
+    # The day's sweep takes the lines dormant since 91 days ago (past the 90-day limit).
+    for user_id, days in (("u1", 91), ("u2", 89)):
         live(user_id)
         bill_date = (today - timedelta(days=days)).isoformat()
         invoice_id = unpaid_overdue_invoice(user_id, bill_date)

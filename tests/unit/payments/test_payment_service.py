@@ -5,7 +5,7 @@ invariant over randomized runs with gateway faults."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -44,6 +44,8 @@ from shared.services.payments import (
 )
 from shared.services.subscriptions import ChangeType
 from shared.simulation import GatewayKnobs
+from shared.sweeps import run_daily_sweep
+from tests.fakes import InMemorySweepCheckpoints
 from tests.unit.payments.fakes import (
     ADMIN,
     AGENT,
@@ -670,7 +672,7 @@ def autopay_world() -> World:
 def run_sweep(world: World, at: datetime) -> list[str]:
     """The daily sweep at ``at``: every message it sends, taken."""
     world.clock.advance(at - world.clock.now())
-    messages = world.service.autopay_retries_due(at.astimezone(IST).date())
+    messages = world.service.autopay_retries_due([at.astimezone(IST).date()])
     return [world.service.retry_autopay(m["user_id"], m["invoice_id"]) for m in messages]
 
 
@@ -846,7 +848,20 @@ def test_a_sweep_missed_for_a_day_is_caught_up_by_the_next() -> None:
     w.service.on_invoice_issued(POSTPAID_USER, INVOICE, 70_682)
     w.deliver()
 
-    assert run_sweep(w, ist(27)) == ["attempt 2: PENDING"]  # the 26th's run never happened
+    # The 25th's run was the last: the 26th's never happened.
+    checkpoints = InMemorySweepCheckpoints({"autopay_retries": date(2026, 11, 25)})
+    w.clock.advance(ist(27) - w.clock.now())
+
+    run = run_daily_sweep(
+        checkpoints,
+        "autopay_retries",
+        date(2026, 11, 27),
+        lambda days: {"messages": w.service.autopay_retries_due(days)},
+    )
+
+    assert run["days"] == ["2026-11-26", "2026-11-27"]
+    outcomes = [w.service.retry_autopay(m["user_id"], m["invoice_id"]) for m in run["messages"]]
+    assert outcomes == ["attempt 2: PENDING"]
     w.deliver()
     assert w.invoices.invoices[INVOICE].status is InvoiceStatus.PAID
 

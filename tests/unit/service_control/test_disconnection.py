@@ -554,20 +554,21 @@ def dormant_line(world: World, user_id: str, since: datetime) -> None:
     )
 
 
-def test_the_sweep_looks_past_the_inactivity_period_with_a_lookback(world: World) -> None:
+def test_the_sweep_takes_each_swept_day_past_the_inactivity_period(world: World) -> None:
     today = date(2027, 3, 1)
-    for user_id, days_ago in [("u91", 91), ("u90", 90), ("u94", 94), ("u95", 95)]:
+    for user_id, days_ago in [("u91", 91), ("u90", 90), ("u92", 92), ("u93", 93)]:
         dormant_line(world, user_id, ist_midnight(today - timedelta(days=days_ago)))
     queue = FakeQueue()
 
-    result = world.disconnections.inactivity_sweep(today, queue)
+    # Two days swept: yesterday's run was missed.
+    result = world.disconnections.inactivity_sweep([today - timedelta(days=1), today], queue)
 
-    expected_days = [today - timedelta(days=91 + back) for back in range(4)]
-    assert {day for day, _ in world.disconnections_store.queries} == set(expected_days)
-    assert len(world.disconnections_store.queries) == 4 * 8  # every shard of every day
-    assert sorted(m["user_id"] for m in queue.messages) == ["u91", "u94"]
+    expected_days = {today - timedelta(days=91), today - timedelta(days=92)}
+    assert {day for day, _ in world.disconnections_store.queries} == expected_days
+    assert len(world.disconnections_store.queries) == 2 * 8  # every shard of each day
+    assert sorted(m["user_id"] for m in queue.messages) == ["u91", "u92"]
     assert all(m["task"] == "inactivity" for m in queue.messages)
-    assert result == {"date": "2027-03-01", "messages": 2}
+    assert result == {"messages": 2}
 
 
 @pytest.mark.parametrize(("days", "disconnects"), [(89, False), (90, False), (91, True)])
@@ -598,7 +599,7 @@ def test_a_line_is_never_disconnected_for_inactivity_twice(world: World) -> None
     world.disconnections.disconnect_if_inactive(USER)
     disc_id = world.state().disconnection_id or ""
 
-    # The lookback sends the same line again the next days.
+    # A retried sweep, or a run by hand, sends the same line again.
     assert world.disconnections.disconnect_if_inactive(USER) == "a disconnection is under way"
     run_workflow(world, disc_id)
     world.clock.advance(timedelta(days=1))
