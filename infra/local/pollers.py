@@ -174,6 +174,7 @@ class _Poller:
         )
         self._state_lock = threading.Lock()
         self._last_seen_empty = 0  # the tick of the latest look that found the source empty
+        self._in_flight = False  # a batch is taken from the source and not yet counted
         source = Arn.parse(mapping.source_arn)
         self.source_name = source.name
         self.account = source.account or DEFAULT_ACCOUNT
@@ -199,6 +200,21 @@ class _Poller:
         with self._state_lock:
             return self._last_seen_empty
 
+    def look_now(self) -> None:
+        """A look from the caller's thread, where the source allows one (SQS)."""
+
+    def _seen_empty(self, tick: int) -> None:
+        with self._state_lock:
+            self._last_seen_empty = max(self._last_seen_empty, tick)
+
+    def _set_in_flight(self, in_flight: bool) -> None:
+        with self._state_lock:
+            self._in_flight = in_flight
+
+    def _is_in_flight(self) -> bool:
+        with self._state_lock:
+            return self._in_flight
+
     def _run(self) -> None:
         backoff = self._settings.idle_sleep_seconds
         while not self._stop.is_set():
@@ -214,9 +230,9 @@ class _Poller:
             backoff = self._settings.idle_sleep_seconds
             if result.progressed:
                 self._activity.bump()
+            self._set_in_flight(False)  # counted: a drain now sees the work or none
             if result.empty_seen_at is not None:
-                with self._state_lock:
-                    self._last_seen_empty = max(self._last_seen_empty, result.empty_seen_at)
+                self._seen_empty(result.empty_seen_at)
             if not result.progressed:
                 self._stop.wait(self._settings.idle_sleep_seconds)
 
@@ -550,10 +566,20 @@ class SqsPoller(_Poller):
         self._settle(messages, result)
         return _PassResult(progressed=True, empty_seen_at=None)
 
+    def look_now(self) -> None:
+        """A drain's look, without waiting out this poller's long poll: the queue's
+        counters all zero, and then no batch of ours in flight (one received, its
+        messages deleted, is not yet counted as work)."""
+        looked = self._activity.tick()
+        if self._queue_is_empty() and not self._is_in_flight():
+            self._seen_empty(looked)
+
     def _collect_batch(self) -> list[MessageTypeDef]:
         batch_size = self.mapping.batch_size
         window = self.mapping.max_batching_window_seconds
         messages = self._receive(batch_size, self._settings.sqs_wait_seconds)
+        if messages:
+            self._set_in_flight(True)
         deadline = time.monotonic() + window
         # The window lets a batch grow past the first receive, up to BatchSize.
         while messages and len(messages) < batch_size and not self._stop.is_set():
@@ -761,7 +787,10 @@ class EventSourcePollers:
 
     def _wait_for_empty_looks(self, mark: int, deadline: float) -> bool:
         while time.monotonic() < deadline:
-            if all(poller.last_seen_empty() > mark for poller in self._pollers):
+            waiting = [poller for poller in self._pollers if poller.last_seen_empty() <= mark]
+            for poller in waiting:
+                poller.look_now()
+            if all(poller.last_seen_empty() > mark for poller in waiting):
                 return True
             time.sleep(0.02)
         return False

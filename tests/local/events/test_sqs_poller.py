@@ -12,7 +12,7 @@ import pytest
 
 from infra.local.contracts import InvocationResult
 from infra.local.meter import local_session
-from infra.local.pollers import EventSourcePollers
+from infra.local.pollers import EventSourcePollers, SqsPoller
 from tests.local.events.conftest import FAST
 from tests.local.events.support import (
     ACCOUNT,
@@ -179,6 +179,53 @@ def test_report_batch_item_failures_off_ignores_the_report(
     assert pollers.drain(10)
     assert len(invoker.snapshot()) == 1
     assert _counts(sqs, url) == (0, 0)
+
+
+def test_drain_waits_for_work_a_handler_hands_to_another_queue(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Default long polls: a drain looks at the queues itself. The first queue's
+    # batch is deleted (its counters zero) a while before its poller counts the
+    # work done; the message its handler sent on must not be missed meanwhile.
+    sqs = aws["sqs"]
+    first_url, first_arn = _queue(sqs, "first")
+    second_url, second_arn = _queue(sqs, "second")
+    finished: list[str] = []
+
+    def behaviour(function_name: str, payload: Any) -> InvocationResult:
+        time.sleep(0.2)
+        for body in _bodies(payload):
+            if function_name == "tbcss-First":
+                sqs.send_message(QueueUrl=second_url, MessageBody=f"after {body}")
+            else:
+                finished.append(body)
+        return InvocationResult(payload=None)
+
+    settle = SqsPoller._settle
+
+    def slow_to_count(poller: SqsPoller, *args: Any) -> None:
+        settle(poller, *args)
+        if poller.source_name == "first":
+            time.sleep(0.5)
+
+    monkeypatch.setattr(SqsPoller, "_settle", slow_to_count)
+    specs = [
+        mapping(first_arn, function_name="tbcss-First", batch_size=1),
+        mapping(second_arn, function_name="tbcss-Second", batch_size=1),
+    ]
+    invoker = FakeInvoker(behaviour=behaviour)
+    pollers = EventSourcePollers(
+        deployment(mappings=specs), invoker, endpoint_url=None, region=REGION
+    )
+    pollers.start()
+    try:
+        for round_number in range(2):
+            sqs.send_message(QueueUrl=first_url, MessageBody=f"job-{round_number}")
+            time.sleep(0.1)  # the first handler is at work when the drain begins
+            assert pollers.drain(20)
+            assert finished == [f"after job-{n}" for n in range(round_number + 1)]
+    finally:
+        pollers.stop()
 
 
 def test_stop_is_prompt_with_the_default_long_poll(aws: dict[str, Any]) -> None:
