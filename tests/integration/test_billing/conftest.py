@@ -51,7 +51,15 @@ class Billing:
     # --- schedules and the worker ------------------------------------------------
 
     def schedule(self, sweep: str, day: date) -> dict[str, Any]:
-        event = {"sweep": sweep, "date": day.isoformat()}
+        """A run by hand of ``day``'s sweep."""
+        return self._run_schedule({"sweep": sweep, "date": day.isoformat()})
+
+    def scheduled(self, sweep: str) -> dict[str, Any]:
+        """The sweep as its rule fires it at the clock's moment: for that IST day
+        and those missed since its checkpoint."""
+        return self._run_schedule({"sweep": sweep, "time": self.clock.now().isoformat()})
+
+    def _run_schedule(self, event: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = billing_schedule.handler(event, lambda_context("schedules"))
         return result
 

@@ -61,6 +61,26 @@ def test_overdue_after_the_due_date_and_one_notice_after_the_grace(
     assert [h.event for h in record.history] == ["ISSUED", "OVERDUE", "OVERDUE_NOTICE"]
 
 
+def test_scheduled_sweeps_catch_up_a_missed_day_from_their_checkpoint(
+    billing: Billing, postpaid: Any
+) -> None:
+    invoice_id = issue_december(billing, postpaid)  # due 16 December
+    store = DynamoBillingStore()
+    billing.clock.advance(at_ist(2026, 12, 16) - billing.clock.now())
+    assert billing.scheduled("overdue")["days"] == ["2026-12-16"]  # the first run: its day
+
+    # No run on the 17th (an outage): the 18th's covers both days.
+    billing.clock.advance(at_ist(2026, 12, 18) - billing.clock.now())
+    run = billing.scheduled("overdue")
+    assert billing.drain() == []
+
+    assert run["days"] == ["2026-12-17", "2026-12-18"]
+    assert run["messages"] == 1
+    assert store.get_invoice(invoice_id).status.value == "OVERDUE"
+    billing.clock.advance(timedelta(days=1))
+    assert billing.scheduled("overdue")["days"] == ["2026-12-19"]
+
+
 def test_a_notice_claimed_by_a_worker_that_died_before_sending_it_goes_out_on_the_retry(
     billing: Billing, postpaid: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
