@@ -21,7 +21,7 @@ from infra.function import ServiceFunction
 from infra.messaging import encrypted_queue
 from infra.platform import Platform, workflow_logs
 from shared.kyc_provider import KycProviderUnavailable, KycRejected
-from shared.network import NetworkTransientError
+from shared.network import NetworkPermanentError, NetworkTransientError
 from shared.services.activation import NotificationFailed, Step
 from shared.settings import Settings
 
@@ -231,19 +231,12 @@ class Activation(Construct):
             max_attempts=1,
             backoff_rate=1.0,
         )
+        retry_worker_failures(verify, t)
         verify.add_catch(reject, errors=KYC_FAILURES, result_path="$.error")
         verify.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
-        # Network: transient errors back off exponentially; a permanent one, or the
-        # last transient one, goes to an engineer.
-        provision.add_retry(
-            errors=[NetworkTransientError.__name__],
-            interval=Duration.seconds(t.provision_interval_seconds),
-            max_attempts=t.provision_attempts - 1,
-            backoff_rate=t.provision_backoff_rate,
-            max_delay=Duration.seconds(t.provision_max_delay_seconds),
-        )
+        retry_network_order(provision, t)
         provision.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
-        self._retry_step(complete)
+        retry_worker_failures(complete, t)
         complete.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
         notify.add_retry(
             errors=[NotificationFailed.__name__],
@@ -252,8 +245,8 @@ class Activation(Construct):
         )
         # The line is active either way; a failed notification is in the history.
         notify.add_catch(activated, errors=[ANY_ERROR], result_path="$.notify_error")
-        self._retry_step(reject)
-        self._retry_step(escalate)
+        retry_worker_failures(reject, t)
+        retry_worker_failures(escalate, t)
 
         definition = verify.next(provision).next(complete).next(notify).next(activated)
         reject.next(sfn.Succeed(self, "Rejected"))
@@ -287,11 +280,30 @@ class Activation(Construct):
             result_path=sfn.JsonPath.DISCARD,  # every step reads the record, not the input
         )
 
-    def _retry_step(self, task: tasks.LambdaInvoke) -> None:
-        """Bookkeeping steps: a few quick retries for throttling and races."""
-        task.add_retry(
-            errors=[ANY_ERROR],
-            interval=Duration.seconds(self.timings.step_retry_seconds),
-            max_attempts=3,
-            backoff_rate=2.0,
-        )
+
+def retry_worker_failures(task: tasks.LambdaInvoke, timings: ActivationTimings) -> None:
+    """A few quick retries for what is not the step's own answer: its worker
+    crashed, was throttled or timed out (every step is safe to repeat). It goes
+    after a step's own retriers: Step Functions takes the first that matches."""
+    task.add_retry(
+        errors=[ANY_ERROR],
+        interval=Duration.seconds(timings.step_retry_seconds),
+        max_attempts=3,
+        backoff_rate=2.0,
+    )
+
+
+def retry_network_order(task: tasks.LambdaInvoke, timings: ActivationTimings) -> None:
+    """A network order (provision, deprovision): a permanent refusal goes straight
+    to the catch; a transient one backs off exponentially, and the last goes to
+    the catch (an engineer); a failed worker is retried (a repeated order changes
+    nothing)."""
+    task.add_retry(errors=[NetworkPermanentError.__name__], max_attempts=0)
+    task.add_retry(
+        errors=[NetworkTransientError.__name__],
+        interval=Duration.seconds(timings.provision_interval_seconds),
+        max_attempts=timings.provision_attempts - 1,
+        backoff_rate=timings.provision_backoff_rate,
+        max_delay=Duration.seconds(timings.provision_max_delay_seconds),
+    )
+    retry_worker_failures(task, timings)

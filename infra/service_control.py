@@ -21,12 +21,16 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from infra.activation import Activation, ActivationTimings
+from infra.activation import (
+    Activation,
+    ActivationTimings,
+    retry_network_order,
+    retry_worker_failures,
+)
 from infra.billing import IST_MIDNIGHT, Billing
 from infra.function import ServiceFunction
 from infra.messaging import events_to_queue, work_queue
 from infra.platform import Platform, grant_sweep_checkpoints, workflow_logs
-from shared.network import NetworkTransientError
 from shared.services.disconnection import Decision
 
 ANY_ERROR = sfn.Errors.ALL
@@ -222,20 +226,14 @@ class ServiceControl(Construct):
         disconnected = sfn.Succeed(self, "Disconnected")
 
         for step in (final_bill, check_dues, await_dues, complete, escalate):
-            self._retry_step(step)
+            retry_worker_failures(step, t)
         for step in (final_bill, check_dues, await_dues, complete):
             step.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
-        # The network: transient errors back off exponentially; a permanent one, or
-        # the last transient one, goes to an engineer (the line is half gone).
-        deprovision.add_retry(
-            errors=[NetworkTransientError.__name__],
-            interval=Duration.seconds(t.provision_interval_seconds),
-            max_attempts=t.provision_attempts - 1,
-            backoff_rate=t.provision_backoff_rate,
-            max_delay=Duration.seconds(t.provision_max_delay_seconds),
-        )
+        # What the network refuses for good, or keeps refusing, goes to an engineer
+        # (the line is half gone).
+        retry_network_order(deprovision, t)
         deprovision.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
-        self._retry_step(notify)
+        retry_worker_failures(notify, t)
         # The line is gone either way; a lost notice is in the logs.
         notify.add_catch(disconnected, errors=[ANY_ERROR], result_path="$.notify_error")
         escalate.next(
@@ -299,13 +297,4 @@ class ServiceControl(Construct):
             payload_response_only=True,
             # Steps read the record, not the input; only CheckDues' answer is kept.
             result_path=result_path,
-        )
-
-    def _retry_step(self, task: tasks.LambdaInvoke) -> None:
-        """Bookkeeping steps: a few quick retries for throttling and races."""
-        task.add_retry(
-            errors=[ANY_ERROR],
-            interval=Duration.seconds(self.timings.step_retry_seconds),
-            max_attempts=3,
-            backoff_rate=2.0,
         )

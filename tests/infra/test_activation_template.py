@@ -45,11 +45,16 @@ def test_the_workflow_is_jsonpath_asl_with_the_designed_retries(resources: Resou
     states = definition["States"]
     assert definition.get("QueryLanguage", "JSONPath") == "JSONPath"
     assert definition["StartAt"] == "VerifyKyc"
-    kyc_retry = states["VerifyKyc"]["Retry"][-1]
+    *_, kyc_retry, worker_retry = states["VerifyKyc"]["Retry"]
     assert kyc_retry["ErrorEquals"] == ["KycRejected", "KycProviderUnavailable"]
     assert kyc_retry["MaxAttempts"] == 1  # retry once
+    assert worker_retry["ErrorEquals"] == ["States.ALL"]  # a crashed worker: again
     assert [c["Next"] for c in states["VerifyKyc"]["Catch"]] == ["RejectKyc", "Escalate"]
-    network_retry = states["ProvisionNetwork"]["Retry"][-1]
+    # Step Functions takes the first retrier that matches: a permanent refusal is
+    # never retried, a transient one backs off, a crashed worker is retried.
+    *_, permanent, network_retry, worker_retry = states["ProvisionNetwork"]["Retry"]
+    assert permanent == {"ErrorEquals": ["NetworkPermanentError"], "MaxAttempts": 0}
+    assert worker_retry["ErrorEquals"] == ["States.ALL"]
     defaults = ActivationTimings()
     assert network_retry["ErrorEquals"] == ["NetworkTransientError"]
     assert network_retry["MaxAttempts"] == defaults.provision_attempts - 1  # 3 attempts in all

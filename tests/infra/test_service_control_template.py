@@ -105,7 +105,11 @@ def test_the_disconnection_workflow_has_its_steps_branches_and_retries(
     assert states["AwaitDues"]["Next"] == "AwaitingDues"
     assert states["AwaitingDues"]["Type"] == "Succeed"
 
-    transient = states["Deprovision"]["Retry"][-1]
+    # First match wins: a permanent refusal to the catch at once, a transient one
+    # backed off, a crashed worker retried (the order is safe to repeat).
+    *_, permanent, transient, worker = states["Deprovision"]["Retry"]
+    assert permanent == {"ErrorEquals": ["NetworkPermanentError"], "MaxAttempts": 0}
+    assert worker["ErrorEquals"] == ["States.ALL"]
     defaults = ActivationTimings()
     assert transient["ErrorEquals"] == ["NetworkTransientError"]
     assert transient["MaxAttempts"] == 2  # three attempts in all
