@@ -135,7 +135,10 @@ def build_platform(scope: Construct, *, stage: str, packaging: Packaging) -> Pla
 
 def grant_sweep_checkpoints(table: dynamodb.ITable, function: iam.IGrantable) -> None:
     """A daily sweep reads its checkpoint and moves it (shared/stores/sweeps.py):
-    an UpdateItem on ``SWEEP#`` items, nothing else of the table."""
+    GetItem and UpdateItem on ``SWEEP#`` items, nothing else of the table (and
+    the table's key for the write, as CDK's write grants give it)."""
+    if table.encryption_key is not None:
+        table.encryption_key.grant_encrypt_decrypt(function)
     function.grant_principal.add_to_principal_policy(
         iam.PolicyStatement(
             actions=["dynamodb:GetItem", "dynamodb:UpdateItem"],

@@ -191,7 +191,7 @@ class ServiceControl(Construct):
             entry="schedule",
             packaging=self._platform.packaging,
             environment={**self._platform.environment, **self._common},
-            timeout_seconds=300,  # queries every shard of a few days and fans out
+            timeout_seconds=300,  # every shard of each day since its checkpoint, then the fan-out
         ).function
         self._platform.table.grant_read_data(fn)
         grant_sweep_checkpoints(self._platform.table, fn)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -26,16 +27,17 @@ RECONCILE = "reconcile"
 AUTOPAY_RETRIES = "autopay_retries"
 
 
+def queue_autopay_retries(days: list[date]) -> dict[str, Any]:
+    return {"queued": task_queue().send(payments().autopay_retries_due(days))}
+
+
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     sweep = event.get("sweep")
     if sweep == RECONCILE:
         result = payments().reconcile(system_clock().now())
     elif sweep == AUTOPAY_RETRIES:
-        queue = task_queue()
-        result = run_scheduled_sweep(
-            event, sweep, lambda days: {"queued": queue.send(payments().autopay_retries_due(days))}
-        )
+        result = run_scheduled_sweep(event, sweep, queue_autopay_retries)
     else:
         raise ValueError(f"unknown sweep {sweep!r}")
     logger.info("sweep done", extra={"sweep": sweep, **result})

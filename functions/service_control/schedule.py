@@ -10,6 +10,7 @@ for billing's sweeps (:func:`functions.billing.schedule.run_scheduled_sweep`).
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -22,14 +23,15 @@ logger = service_logger()
 SWEEP = "inactivity"
 
 
+def queue_inactive_lines(days: list[date]) -> dict[str, Any]:
+    return disconnections().inactivity_sweep(days, task_queue())
+
+
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     sweep = event.get("sweep", SWEEP)
     if sweep != SWEEP:
         raise ValueError(f"unknown sweep {sweep!r}")
-    queue = task_queue()
-    result = run_scheduled_sweep(
-        event, SWEEP, lambda days: disconnections().inactivity_sweep(days, queue)
-    )
+    result = run_scheduled_sweep(event, SWEEP, queue_inactive_lines)
     logger.info("sweep done", extra={"sweep": sweep, **result})
     return {"sweep": sweep, **result}

@@ -61,6 +61,7 @@ SQS_MAX_PER_RECEIVE = 10
 # Lambda's synchronous invoke payload limit: a stream mapping invokes with fewer
 # than BatchSize records rather than pass it.
 INVOKE_PAYLOAD_LIMIT = 6 * 1024 * 1024
+EMPTY_EVENT_BYTES = len(json.dumps({"Records": []}))
 SQS_WAIT_SECONDS = 1  # long-poll length: also bounds how long stop() waits
 IDLE_SLEEP_SECONDS = 0.1
 RETRY_DELAY_SECONDS = 0.05
@@ -203,7 +204,7 @@ class _Poller:
     def look_now(self) -> None:
         """A look from the caller's thread, where the source allows one (SQS)."""
 
-    def _seen_empty(self, tick: int) -> None:
+    def _record_empty_look(self, tick: int) -> None:
         with self._state_lock:
             self._last_seen_empty = max(self._last_seen_empty, tick)
 
@@ -223,6 +224,9 @@ class _Poller:
             except Exception:
                 # moto restarting, a throttled call, a bug in one record's shape:
                 # keep the runtime alive and try again later.
+                if self._is_in_flight():  # a handler may have run: a drain must look again
+                    self._activity.bump()
+                self._set_in_flight(False)
                 log.exception("poller %s: pass failed; retrying in %.1fs", self.name, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -232,7 +236,7 @@ class _Poller:
                 self._activity.bump()
             self._set_in_flight(False)  # counted: a drain now sees the work or none
             if result.empty_seen_at is not None:
-                self._seen_empty(result.empty_seen_at)
+                self._record_empty_look(result.empty_seen_at)
             if not result.progressed:
                 self._stop.wait(self._settings.idle_sleep_seconds)
 
@@ -370,7 +374,7 @@ class KinesisPoller(_Poller):
 
     def _next_batch_length(self, shard: _Shard) -> int:
         """Up to BatchSize records, fewer if their event would pass the payload limit."""
-        size = len(json.dumps(self._event(shard.shard_id, [])))
+        size = EMPTY_EVENT_BYTES
         for count, record_size in enumerate(shard.sizes[: self.mapping.batch_size]):
             size += record_size
             if size > INVOKE_PAYLOAD_LIMIT:
@@ -570,9 +574,13 @@ class SqsPoller(_Poller):
         """A drain's look, without waiting out this poller's long poll: the queue's
         counters all zero, and then no batch of ours in flight (one received, its
         messages deleted, is not yet counted as work)."""
+        if self._is_in_flight():
+            return  # not empty: no need to ask
         looked = self._activity.tick()
+        # Counters first, then the flag: a batch received and finished between the
+        # two reads would otherwise go unseen.
         if self._queue_is_empty() and not self._is_in_flight():
-            self._seen_empty(looked)
+            self._record_empty_look(looked)
 
     def _collect_batch(self) -> list[MessageTypeDef]:
         batch_size = self.mapping.batch_size
@@ -792,5 +800,5 @@ class EventSourcePollers:
                 poller.look_now()
             if all(poller.last_seen_empty() > mark for poller in waiting):
                 return True
-            time.sleep(0.02)
+            time.sleep(0.05)
         return False

@@ -649,9 +649,18 @@ class PaymentService:
         raise ConcurrentModification(f"the AutoPay retries of {invoice_id} kept changing")
 
     def _retry_due(self, first_failed_at: datetime, attempt: int) -> datetime:
+        """The attempt's day, counted from the first failure, at the retry time; or
+        the next retry time if that has passed (a failure recorded late, its
+        payment having hung): the day's sweep has run and would not see it."""
         days = self._config.autopay_retry_days[attempt - 2]
         day = to_ist(first_failed_at).date() + timedelta(days=days)
-        return datetime.combine(day, self._config.autopay_retry_at, IST)
+        planned = datetime.combine(day, self._config.autopay_retry_at, IST)
+        return max(planned, self._next_retry_time())
+
+    def _next_retry_time(self) -> datetime:
+        now = to_ist(self._clock.now())
+        today = datetime.combine(now.date(), self._config.autopay_retry_at, IST)
+        return today if now < today else today + timedelta(days=1)
 
     def _remind(self, retry: AutopayRetry) -> None:
         """Once per invoice: claimed on the retry record, then sent."""

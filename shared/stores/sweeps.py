@@ -39,7 +39,7 @@ class DynamoSweepCheckpoints:
         return date.fromisoformat(item.last_done)
 
     def mark_done(self, sweep: str, day: date) -> None:
-        # A checkpoint already past ``day`` (a run by hand of a later day) stays.
+        # A checkpoint already past ``day`` (a slower run of an earlier day) stays.
         conditional_update(
             SweepCheckpointItem(sweep_pk(sweep), CHECKPOINT_SK),
             [

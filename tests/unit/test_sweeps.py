@@ -25,7 +25,7 @@ def days_back(*backs: int) -> list[date]:
         (TODAY - timedelta(days=1), days_back(0)),  # an ordinary day
         (TODAY - timedelta(days=3), days_back(2, 1, 0)),  # two runs missed
         (TODAY, days_back(0)),  # a retry of today's run
-        (TODAY + timedelta(days=2), days_back(0)),  # a later day was run by hand
+        (TODAY + timedelta(days=2), days_back(0)),  # the clock was set back
     ],
 )
 def test_a_run_covers_the_days_since_its_checkpoint(
@@ -66,17 +66,24 @@ def test_the_checkpoint_moves_after_the_sweep_and_the_next_day_sweeps_one_day() 
     assert checkpoints.last_done("expiry") is None  # each sweep keeps its own
 
 
-def test_a_failed_sweep_leaves_the_checkpoint_so_its_retry_covers_the_same_days() -> None:
-    checkpoints = InMemorySweepCheckpoints({"bill_run": TODAY - timedelta(days=2)})
+def test_a_run_failing_part_way_keeps_the_days_it_finished_and_its_retry_goes_on() -> None:
+    checkpoints = InMemorySweepCheckpoints({"bill_run": TODAY - timedelta(days=3)})
+    swept: list[list[date]] = []
 
-    def failing(days: list[date]) -> dict[str, Any]:
-        raise ConnectionError("the queue is down")
+    def queue_down_on_the_second_day(days: list[date]) -> dict[str, Any]:
+        if days == [TODAY - timedelta(days=1)]:
+            raise ConnectionError("the queue is down")
+        swept.append(days)
+        return {"messages": 1}
 
     with pytest.raises(ConnectionError):
-        run_daily_sweep(checkpoints, "bill_run", TODAY, failing)
-    retry = run_daily_sweep(checkpoints, "bill_run", TODAY, sweep_recording([]))
+        run_daily_sweep(checkpoints, "bill_run", TODAY, queue_down_on_the_second_day)
+    assert checkpoints.last_done("bill_run") == TODAY - timedelta(days=2)
+    retry = run_daily_sweep(checkpoints, "bill_run", TODAY, sweep_recording(swept))
 
     assert retry["days"] == ["2026-12-09", "2026-12-10"]
+    assert swept == [[TODAY - timedelta(days=2)], [TODAY - timedelta(days=1)], [TODAY]]
+    assert checkpoints.last_done("bill_run") == TODAY
 
 
 def test_a_run_by_hand_sweeps_just_its_day_and_leaves_the_checkpoint() -> None:

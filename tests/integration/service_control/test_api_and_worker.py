@@ -163,7 +163,14 @@ class System:
         return redelivered(sc_worker.handler, records, "tbcss-test-sc-worker")
 
     def sweep(self, day: date) -> dict[str, Any]:
-        event = {"sweep": "inactivity", "date": day.isoformat()}
+        """A run by hand of ``day``'s inactivity sweep."""
+        return self._run_sweep({"sweep": "inactivity", "date": day.isoformat()})
+
+    def scheduled_sweep(self, at: datetime) -> dict[str, Any]:
+        """The sweep as its rule fires it at ``at``: that IST day and those missed."""
+        return self._run_sweep({"sweep": "inactivity", "time": at.isoformat()})
+
+    def _run_sweep(self, event: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = sc_schedule.handler(event, lambda_context("tbcss-test-sc-sweep"))
         return result
 
@@ -1241,6 +1248,26 @@ def test_the_inactivity_sweep_sends_one_message_for_a_line_dormant_91_days(
     record = system.get(DISCONNECTION, AGENT, disconnection_id=execution).body
     assert (record["user_id"], record["reason"]) == ("u1", "INACTIVITY")
     assert record["requested_by"] == "service:inactivity-sweep"
+
+
+def test_the_scheduled_inactivity_sweep_catches_up_a_missed_day_and_runs_by_hand_do_not(
+    system: System, live: Any
+) -> None:
+    today = T0.astimezone(IST).date()  # 2026-11-25
+    live("u1")
+    invoice_id = unpaid_overdue_invoice("u1", (today - timedelta(days=92)).isoformat())
+    assert system.work(system.deliver(overdue_event("u1", invoice_id))) == []
+    midnight = datetime.combine(today - timedelta(days=2), datetime.min.time(), IST)
+
+    first = system.scheduled_sweep(midnight)  # the 23rd: dormant 90 days, not yet
+    assert system.sweep(today)["messages"] == 0  # by hand, the 25th: 92 days, not 91
+    # No run on the 24th: the 25th's covers it, and finds the line (91 days then).
+    caught_up = system.scheduled_sweep(midnight + timedelta(days=2))
+
+    assert (first["days"], first["messages"]) == (["2026-11-23"], 0)
+    assert (caught_up["days"], caught_up["messages"]) == (["2026-11-24", "2026-11-25"], 1)
+    (message,) = system.receive()
+    assert json.loads(message["body"]) == {"task": "inactivity", "user_id": "u1"}
 
 
 def test_a_line_dormant_less_than_the_limit_is_not_disconnected_even_when_asked(

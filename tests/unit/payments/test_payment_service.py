@@ -752,6 +752,24 @@ def test_autopay_failing_twice_then_succeeding_pays_the_bill_without_a_reminder(
     assert run_sweep(w, ist(29)) == []  # nothing more is scheduled
 
 
+def test_a_failure_recorded_after_the_next_attempts_day_schedules_it_for_the_next_sweep() -> None:
+    w = autopay_world()
+    w.gateway.script = ["decline", "decline", "capture"]
+    w.service.on_invoice_issued(POSTPAID_USER, INVOICE, 70_682)  # 25 Nov
+    w.deliver()
+    assert run_sweep(w, ist(26)) == ["attempt 2: PENDING"]
+
+    # Attempt 2's decline is only known on the 28th at 11:00, after that day's sweep
+    # (10:00), the day attempt 3 was planned for: it goes to the 29th's.
+    w.clock.advance(ist(28, 11) - w.clock.now())
+    w.deliver()
+
+    retry = w.store.get_retry(POSTPAID_USER, INVOICE)
+    assert retry is not None
+    assert (retry.next_attempt, retry.due_at) == (3, ist(29))
+    assert run_sweep(w, ist(29)) == ["attempt 3: PENDING"]
+
+
 def test_autopay_failing_three_times_retries_exactly_twice_then_reminds_once() -> None:
     w = autopay_world()
     w.gateway.script = ["decline", "decline", "decline", "capture", "capture"]
