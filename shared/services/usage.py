@@ -309,7 +309,7 @@ class WriteUnit:
 
 @dataclass
 class CommitResult:
-    """What one ``commit`` achieved and what the first cancelled transaction taught."""
+    """What one ``commit`` achieved and what its cancelled transactions taught."""
 
     committed: list[WriteUnit] = field(default_factory=list)
     duplicates: set[str] = field(default_factory=set)  # dedup hashes whose marker existed

@@ -472,6 +472,11 @@ class DynamoRatingStore:
 
     # writes
     def commit(self, units: Sequence[WriteUnit], *, marker_expires_at: datetime) -> CommitResult:
+        """Every transaction is tried: a batch of thousands of CDRs spans about a
+        hundred, and concurrent plan changes or top-ups may have moved a state or
+        wallet in many of them; each cancelled one teaches what moved. Once one
+        finds markers already written (a replayed batch, likely), the rest is
+        left for the caller, which probes all its markers at once."""
         result = CommitResult()
         expires = int(marker_expires_at.timestamp())
         self.save_plan_snapshots(unit.state for unit in units)
@@ -481,7 +486,8 @@ class DynamoRatingStore:
                 result.committed += transaction.units
                 continue
             self._learn(slots, result)
-            break
+            if result.duplicates:
+                break
         return result
 
     def put_state(self, state: RatingState, expected_version: int) -> bool:
@@ -575,16 +581,15 @@ class DynamoRatingStore:
 
     @staticmethod
     def _learn(slots: list[tuple[_Slot, str]], result: CommitResult) -> None:
-        for slot, code in slots:
-            if code != "ConditionalCheckFailed":
-                continue
+        failed = [slot for slot, code in slots if code == "ConditionalCheckFailed"]
+        for slot in failed:
             if slot.kind in ("marker", "late"):
                 result.duplicates.add(slot.dedup_hash)
             elif slot.kind == "state":
                 result.stale_states.add(slot.msisdn)
             else:
                 result.stale_wallets.add(slot.msisdn)
-        if result.complete:
+        if not failed:
             # Cancelled for another reason (conflict with a concurrent transaction,
             # throttling): nothing learned; re-read the states and try again.
             result.stale_states.update(slot.msisdn for slot, _ in slots if slot.kind == "state")

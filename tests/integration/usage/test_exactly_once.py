@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -135,3 +136,36 @@ def test_totals_do_not_depend_on_order_or_batching_and_replays_change_nothing(
         beyond = max(0, report.voice.used - plan.voice_seconds)
         assert report.voice.overage_paise == 50 * math.ceil(beyond / 60)
         assert report.sms.overage_paise == 150 * max(0, report.sms.used - plan.sms)
+
+
+def test_a_batch_whose_states_moved_in_many_transactions_commits_in_one_delivery(
+    rating: Rating, subscribed: Subscribe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plan changes rewrite rating states while a big batch is rated: every
+    transaction the batch spans is cancelled once, and one delivery still rates
+    it all (a delivery learns from every cancelled transaction, not the first)."""
+    users = [f"moved-{i}" for i in range(9)]
+    msisdns = [subscribed(user) for user in users]
+    rating.send([cdr(msisdn, "SMS", 1) for msisdn in msisdns])  # the states exist
+    store = usage_store.DynamoRatingStore()
+    real_load = usage_store.DynamoRatingStore.load_states
+
+    first_read = itertools.count()
+
+    def load_then_changed_elsewhere(self: Any, wanted: Any) -> Any:
+        states = real_load(self, wanted)
+        if next(first_read) == 0:  # a plan change rewrites each state meanwhile
+            for state in states.values():
+                assert store.put_state(replace(state, version=state.version + 1), state.version)
+        return states
+
+    # 60 CDRs each: one transaction per subscriber (100 items at most).
+    records: list[dict[str, Any] | str] = [
+        cdr(msisdn, "SMS", 1) for msisdn in msisdns for _ in range(60)
+    ]
+    monkeypatch.setattr(usage_store.DynamoRatingStore, "load_states", load_then_changed_elsewhere)
+    answer = rating.send(records)
+    monkeypatch.setattr(usage_store.DynamoRatingStore, "load_states", real_load)
+
+    assert answer == {"batchItemFailures": []}
+    assert [rating.report(user).sms.used for user in users] == [61] * len(users)
