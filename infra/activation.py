@@ -39,7 +39,10 @@ class ActivationTimings:
     provision_interval_seconds: int = 10
     provision_backoff_rate: float = 2.0
     provision_max_delay_seconds: int = 300
-    provision_attempts: int = 3  # then escalate
+    provision_attempts: int = 3  # then escalate (issue 4)
+    # A disconnection cannot be abandoned half way: it outlasts a longer HLR
+    # outage (10 + 20 + 40 + 80 + 160 s) before an engineer is called.
+    deprovision_attempts: int = 6
     step_retry_seconds: int = 2  # bookkeeping steps (complete, notify, escalate)
 
     @classmethod
@@ -234,7 +237,7 @@ class Activation(Construct):
         retry_worker_failures(verify, t)
         verify.add_catch(reject, errors=KYC_FAILURES, result_path="$.error")
         verify.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
-        retry_network_order(provision, t)
+        retry_network_order(provision, t, attempts=t.provision_attempts)
         provision.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
         retry_worker_failures(complete, t)
         complete.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
@@ -293,16 +296,18 @@ def retry_worker_failures(task: tasks.LambdaInvoke, timings: ActivationTimings) 
     )
 
 
-def retry_network_order(task: tasks.LambdaInvoke, timings: ActivationTimings) -> None:
+def retry_network_order(
+    task: tasks.LambdaInvoke, timings: ActivationTimings, *, attempts: int
+) -> None:
     """A network order (provision, deprovision): a permanent refusal goes straight
-    to the catch; a transient one backs off exponentially, and the last goes to
-    the catch (an engineer); a failed worker is retried (a repeated order changes
-    nothing)."""
+    to the catch; a transient one backs off exponentially, and the last of
+    ``attempts`` goes to the catch (an engineer); a failed worker is retried (a
+    repeated order changes nothing)."""
     task.add_retry(errors=[NetworkPermanentError.__name__], max_attempts=0)
     task.add_retry(
         errors=[NetworkTransientError.__name__],
         interval=Duration.seconds(timings.provision_interval_seconds),
-        max_attempts=timings.provision_attempts - 1,
+        max_attempts=attempts - 1,
         backoff_rate=timings.provision_backoff_rate,
         max_delay=Duration.seconds(timings.provision_max_delay_seconds),
     )

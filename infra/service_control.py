@@ -231,7 +231,7 @@ class ServiceControl(Construct):
             step.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
         # What the network refuses for good, or keeps refusing, goes to an engineer
         # (the line is half gone).
-        retry_network_order(deprovision, t)
+        retry_network_order(deprovision, t, attempts=t.deprovision_attempts)
         deprovision.add_catch(escalate, errors=[ANY_ERROR], result_path="$.error")
         retry_worker_failures(notify, t)
         # The line is gone either way; a lost notice is in the logs.

@@ -112,7 +112,7 @@ def test_the_disconnection_workflow_has_its_steps_branches_and_retries(
     assert worker["ErrorEquals"] == ["States.ALL"]
     defaults = ActivationTimings()
     assert transient["ErrorEquals"] == ["NetworkTransientError"]
-    assert transient["MaxAttempts"] == 2  # three attempts in all
+    assert transient["MaxAttempts"] == defaults.deprovision_attempts - 1 == 5  # 6 in all
     assert transient["BackoffRate"] == defaults.provision_backoff_rate > 1
     assert transient["IntervalSeconds"] == defaults.provision_interval_seconds
     assert states["Deprovision"]["Catch"] == [
