@@ -472,11 +472,11 @@ class DynamoRatingStore:
 
     # writes
     def commit(self, units: Sequence[WriteUnit], *, marker_expires_at: datetime) -> CommitResult:
-        """Every transaction is tried: a batch of thousands of CDRs spans about a
-        hundred, and concurrent plan changes or top-ups may have moved a state or
-        wallet in many of them; each cancelled one teaches what moved. Once one
-        finds markers already written (a replayed batch, likely), the rest is
-        left for the caller, which probes all its markers at once."""
+        """Every transaction is tried, and each cancelled one teaches what moved
+        or was already written: a batch of thousands of CDRs spans about a
+        hundred, and concurrent plan changes may have moved states in many of
+        them, or records re-sent by the network (which a fresh container does
+        not remember) be spread over all of them."""
         result = CommitResult()
         expires = int(marker_expires_at.timestamp())
         self.save_plan_snapshots(unit.state for unit in units)
@@ -486,8 +486,6 @@ class DynamoRatingStore:
                 result.committed += transaction.units
                 continue
             self._learn(slots, result)
-            if result.duplicates:
-                break
         return result
 
     def put_state(self, state: RatingState, expected_version: int) -> bool:

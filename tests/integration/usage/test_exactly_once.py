@@ -169,3 +169,24 @@ def test_a_batch_whose_states_moved_in_many_transactions_commits_in_one_delivery
 
     assert answer == {"batchItemFailures": []}
     assert [rating.report(user).sms.used for user in users] == [61] * len(users)
+
+
+def test_a_fresh_container_rates_a_big_batch_with_resent_records_in_one_delivery(
+    rating: Rating, subscribed: Subscribe
+) -> None:
+    """After a crash the new container remembers no dedup hashes: the network's
+    re-sends, one in each of the batch's transactions, must not fail the batch."""
+    users = [f"resent-{i}" for i in range(9)]
+    msisdns = [subscribed(user) for user in users]
+    earlier = [cdr(msisdn, "SMS", 1) for msisdn in msisdns]
+    rating.send(earlier)
+    rating.restart()
+
+    # 60 new CDRs each (one transaction per subscriber), each with a re-sent one.
+    records: list[dict[str, Any] | str] = [
+        record
+        for msisdn, resent in zip(msisdns, earlier, strict=True)
+        for record in [resent, *(cdr(msisdn, "SMS", 1) for _ in range(60))]
+    ]
+    assert rating.send(records) == {"batchItemFailures": []}
+    assert [rating.report(user).sms.used for user in users] == [61] * len(users)
