@@ -8,7 +8,8 @@ conditions, not earlier reads, decide whether the change may happen.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, cast
@@ -23,7 +24,7 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
     VersionAttribute,
 )
-from pynamodb.connection import Connection
+from pynamodb.connection import Connection, TableConnection
 from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
@@ -88,6 +89,17 @@ class Item(Model):
     sk = UnicodeAttribute(range_key=True, attr_name=SK)
     entity = UnicodeAttribute()
 
+    @classmethod
+    def _get_connection(cls) -> TableConnection:
+        """PynamoDB gives each model class its own botocore session and client, and
+        each loads DynamoDB's service model again: about 100 ms per model class a
+        container first uses. They share the process's one client instead
+        (botocore clients are thread-safe; only creating them is not)."""
+        table = super()._get_connection()
+        if table.connection._client is None:
+            table.connection._client = connection().client
+        return table
+
 
 def bind_table(table_name: str, region: str | None = None) -> None:
     """Point every item model at another table (tests, the local runtime)."""
@@ -119,6 +131,41 @@ def connection() -> Connection:
 
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
+# A transaction cancelled because another one held one of its items wrote nothing
+# and may be sent again as it is (AWS's advice): this many sends in all.
+CONFLICT_ATTEMPTS = 3
+CONFLICT_BACKOFF_SECONDS = 0.02  # before the second send; doubles after
+
+
+def transact(build: Callable[[TransactWrite], None]) -> None:
+    """One TransactWriteItems of the items ``build`` adds, through
+    :func:`send_transaction`. Raises TransactWriteError as PynamoDB does."""
+
+    def send() -> None:
+        with TransactWrite(connection=connection()) as tx:
+            build(tx)
+
+    send_transaction(send)
+
+
+def send_transaction(send: Callable[[], None]) -> None:
+    """``send`` (one TransactWriteItems), sent again while only a concurrent
+    transaction cancels it: a change must not fail, or wait minutes for a queue's
+    redelivery, because another writer held one of its items for a moment."""
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            send()
+            return
+        except TransactWriteError as error:
+            if attempt + 1 == CONFLICT_ATTEMPTS or not _cancelled_by_conflict(error):
+                raise
+        time.sleep(CONFLICT_BACKOFF_SECONDS * 2**attempt)
+
+
+def _cancelled_by_conflict(error: TransactWriteError) -> bool:
+    """Cancelled for a concurrent transaction only: no condition failed."""
+    codes = {reason.code for reason in error.cancellation_reasons if reason is not None}
+    return "TransactionConflict" in codes and "ConditionalCheckFailed" not in codes
 
 
 def conditional_update(item: Model, actions: list[Any], condition: Condition) -> bool:
@@ -348,9 +395,12 @@ class DynamoSubscriptionStore:
             entity="MSISDN",
             user_id=subscriber.user_id,
         )
-        with TransactWrite(connection=connection()) as tx:
+
+        def build(tx: TransactWrite) -> None:
             tx.save(profile, condition=SubscriberItem.pk.does_not_exist())
             tx.save(msisdn, condition=MsisdnItem.pk.does_not_exist())
+
+        transact(build)
 
     def get_active(self, user_id: str) -> Subscription | None:
         try:
@@ -483,8 +533,8 @@ class _transaction:
         return self._tx.__enter__()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            self._tx.__exit__(exc_type, exc, tb)
+        try:  # commits (PynamoDB's exit) unless the block raised
+            send_transaction(lambda: self._tx.__exit__(exc_type, exc, tb))
         except TransactWriteError as error:
             raise self._domain_error(error) from error
 
