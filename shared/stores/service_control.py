@@ -45,8 +45,8 @@ from shared.db import (
     SubscriberItem,
     SubscriptionPeriodItem,
     conditional_update,
-    connection,
     dormant_index_pk,
+    transact,
     user_pk,
 )
 from shared.errors import ConcurrentModification, UserNotFound
@@ -221,22 +221,28 @@ class _Writes:
 
     def commit(self) -> None:
         ordered = sorted(self._ops, key=lambda op: op.rank)  # stable within a kind
+
+        def build(tx: TransactWrite) -> None:
+            for op in ordered:
+                op.add(tx)
+
         try:
-            with TransactWrite(connection=connection()) as tx:
-                for op in ordered:
-                    op.add(tx)
+            transact(build)
         except TransactWriteError as error:
-            failed = [
-                op.error
-                for op, reason in zip(ordered, error.cancellation_reasons, strict=False)
-                if reason is not None and reason.code == "ConditionalCheckFailed"
-            ]
-            named = [item_error for item_error in failed if item_error is not None]
-            if named:
-                raise min(named, key=self._errors.index) from error
-            if failed or error.cause_response_code == "TransactionCanceledException":
-                raise ConcurrentModification("a concurrent change won; try again") from error
-            raise
+            raise self._meaning(ordered, error) from error
+
+    def _meaning(self, ordered: list[_Op], error: TransactWriteError) -> Exception:
+        failed = [
+            op.error
+            for op, reason in zip(ordered, error.cancellation_reasons, strict=False)
+            if reason is not None and reason.code == "ConditionalCheckFailed"
+        ]
+        named = [item_error for item_error in failed if item_error is not None]
+        if named:
+            return min(named, key=self._errors.index)
+        if failed or error.cause_response_code == "TransactionCanceledException":
+            return ConcurrentModification("a concurrent change won; try again")
+        return error
 
 
 def _profile(user_id: str) -> _Profile:

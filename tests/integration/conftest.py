@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -275,3 +276,45 @@ class Api:
 @pytest.fixture
 def api(seeded: Aws, clock: FixedClock) -> Api:
     return Api()
+
+
+class ConflictingTransactions:
+    """DynamoDB cancels the next ``times`` TransactWriteItems for a concurrent
+    transaction (TransactionConflict on the first item), as it does under load."""
+
+    def __init__(self, times: int) -> None:
+        self.left = times
+        self.cancelled = 0
+
+    def __call__(self, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]] | None:
+        if not self.left:
+            return None
+        self.left -= 1
+        self.cancelled += 1
+        items = json.loads(params["body"])["TransactItems"]  # the serialized request
+        reasons = [{"Code": "TransactionConflict", "Message": "Transaction is ongoing"}]
+        reasons += [{"Code": "None"} for _ in items[1:]]
+        cancelled = {
+            "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+            "CancellationReasons": reasons,
+            "ResponseMetadata": {"HTTPStatusCode": 400, "HTTPHeaders": {}},
+        }
+        return SimpleNamespace(status_code=400, headers={}), cancelled
+
+
+@pytest.fixture
+def conflicts(aws: Aws) -> Iterator[Callable[[int], ConflictingTransactions]]:
+    # Any: botocore's stubs type handlers as returning None; a before-call handler
+    # that returns a response stands in for the call, as the hook does.
+    events: Any = db.connection().client.meta.events
+    installed: list[ConflictingTransactions] = []
+
+    def install(times: int) -> ConflictingTransactions:
+        hook = ConflictingTransactions(times)
+        events.register("before-call.dynamodb.TransactWriteItems", hook)
+        installed.append(hook)
+        return hook
+
+    yield install
+    for hook in installed:
+        events.unregister("before-call.dynamodb.TransactWriteItems", hook)

@@ -4,6 +4,7 @@ and on the in-memory fake the unit tests use, so the fake cannot drift."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from shared.errors import (
 )
 from shared.models import Subscriber, SubscriberStatus, SubscriberType, Subscription
 from tests.fakes import InMemorySubscriptionStore
-from tests.integration.conftest import Aws
+from tests.integration.conftest import Aws, ConflictingTransactions
 
 T = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -201,3 +202,37 @@ def test_a_profile_and_its_msisdn_are_written_once(aws: Aws) -> None:
         subscriber(store, "u1")
     assert aws.sort_keys("USER#u1") == ["PROFILE"]
     assert store.get_subscriber("u1").user_id == "u1"
+
+
+# --- DynamoDB only: a transaction cancelled by a concurrent one -----------------------
+
+
+def test_a_start_cancelled_by_a_concurrent_transaction_is_sent_again(
+    aws: Aws, conflicts: Callable[[int], ConflictingTransactions]
+) -> None:
+    store = db.DynamoSubscriptionStore()
+    subscriber(store)
+    store.credit_wallet("u1", 50_000)
+    plan = period("PRE_299", T)
+    hook = conflicts(db.CONFLICT_ATTEMPTS - 1)
+
+    store.start(plan, wallet_debit_paise=29_900)
+
+    assert hook.cancelled == db.CONFLICT_ATTEMPTS - 1
+    assert store.get_active("u1") == plan
+    assert store.wallet_balance("u1") == 20_100  # debited once
+
+
+def test_a_start_that_keeps_meeting_conflicts_changes_nothing(
+    aws: Aws, conflicts: Callable[[int], ConflictingTransactions]
+) -> None:
+    store = db.DynamoSubscriptionStore()
+    subscriber(store)
+    store.credit_wallet("u1", 50_000)
+    before = state(store)
+    conflicts(db.CONFLICT_ATTEMPTS)
+
+    with pytest.raises(ConcurrentModification):
+        store.start(period("PRE_299", T), wallet_debit_paise=29_900)
+
+    assert state(store) == before

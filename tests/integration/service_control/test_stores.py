@@ -12,6 +12,7 @@ import pytest
 
 from shared import db
 from shared.clock import IST
+from shared.errors import ConcurrentModification
 from shared.models import SubscriberStatus, SubscriberType
 from shared.service_control import BlockReason, DisconnectReason, ServiceState
 from shared.services.billing import InvoiceStatus
@@ -37,7 +38,7 @@ from shared.stores.service_control import (
     DynamoFacts,
     DynamoServiceStore,
 )
-from tests.integration.conftest import T0, Aws
+from tests.integration.conftest import T0, Aws, ConflictingTransactions
 from tests.integration.service_control.conftest import (
     MakeLine,
     put_claim,
@@ -594,3 +595,58 @@ def test_a_moved_version_wins_over_a_failed_condition_check(
 
     with pytest.raises(StaleState):
         states.save(stale, after, change_of(stale, after), (ActivePlanIs("u1", None),))
+
+
+# --- transaction conflicts ------------------------------------------------------------
+
+
+def test_a_change_cancelled_by_a_concurrent_transaction_is_sent_again_and_commits(
+    line: MakeLine,
+    states: DynamoServiceStore,
+    conflicts: Callable[[int], ConflictingTransactions],
+) -> None:
+    line("u1")
+    before = states.load("u1")
+    hook = conflicts(db.CONFLICT_ATTEMPTS - 1)
+
+    stored = apply(states, "u1", AGENT)
+
+    assert hook.cancelled == db.CONFLICT_ATTEMPTS - 1
+    assert stored.version == before.version + 1
+    assert states.load("u1") == stored
+    assert len(states.history("u1", 10)) == 1
+
+
+def test_a_change_that_keeps_meeting_conflicts_is_a_concurrent_modification(
+    line: MakeLine,
+    states: DynamoServiceStore,
+    conflicts: Callable[[int], ConflictingTransactions],
+) -> None:
+    line("u1")
+    before = states.load("u1")
+    hook = conflicts(db.CONFLICT_ATTEMPTS)
+
+    with pytest.raises(ConcurrentModification):
+        apply(states, "u1", AGENT)
+
+    assert hook.cancelled == db.CONFLICT_ATTEMPTS
+    assert states.load("u1") == before
+    assert states.history("u1", 10) == []
+
+
+def test_a_failed_condition_is_never_sent_again(
+    line: MakeLine,
+    states: DynamoServiceStore,
+    conflicts: Callable[[int], ConflictingTransactions],
+) -> None:
+    """A stale version answers at once: sending it again could only fail again."""
+    line("u1")
+    stale = states.load("u1")
+    apply(states, "u1", AGENT)
+    hook = conflicts(0)
+    after = stale.with_reasons({BlockReason.THEFT})
+
+    with pytest.raises(StaleState):
+        states.save(stale, after, change_of(stale, after))
+
+    assert hook.cancelled == 0
