@@ -1,9 +1,9 @@
 """Issue 10's soak: a simulated month on the local runtime under faults, then the
 invariants against the reference computed from the deduplicated input.
 
-``TBCSS_SOAK_PROFILE=quick`` (the default, in `make test`): 60 subscribers,
-2,000 CDRs, two to three minutes. ``full`` (`make soak`): 2,000 subscribers,
-100,000 CDRs, about 40 minutes. Either way the run's metered AWS usage, per phase, goes to
+``TBCSS_SOAK_PROFILE=quick`` (the default, in `make test`): 40 subscribers,
+1,500 CDRs, about a minute and a half. ``full`` (`make soak`): 2,000 subscribers,
+100,000 CDRs, about 25 minutes. Either way the run's metered AWS usage, per phase, goes to
 ``bench/results/soak-usage-<profile>.json`` for the cost model (`make bench-cost`).
 """
 

@@ -34,6 +34,7 @@ OUT_OF_ORDER_RATE = 0.10
 LATE_RATE = 0.02  # held back and sent after the bill run: usage of a closed cycle
 UNKNOWN_RATE = 0.002
 HEAVY_SMS = 150
+FIRST_PAYMENT_SCRIPTS = ("decline", "debitfail")  # UPI VPAs that script the gateway
 SOAK_MSISDN_PREFIX = "8"  # seeded lines: 8 + 9 digits (activations use 7..., unknowns 60...)
 
 
@@ -54,7 +55,7 @@ class Profile:
 
 PROFILES = {
     "quick": Profile(
-        "quick", subscribers=60, cdrs=2_000, usage_steps=2, activations=4, disconnections=3
+        "quick", subscribers=40, cdrs=1_500, usage_steps=2, activations=4, disconnections=3
     ),
     "full": Profile(
         "full", subscribers=2_000, cdrs=100_000, usage_steps=6, activations=24, disconnections=20
@@ -101,6 +102,9 @@ class Behaviour:
     pays_on_time: frozenset[str]
     pays_after_block: frozenset[str]
     disconnects: tuple[str, ...]  # user_ids closing their line (USER_REQUEST) at the end
+    # user_id -> the gateway scenario its first payment scripts (shared.payment_gateway),
+    # so a run always meets a decline and a failed debit, whatever the random ones do.
+    first_payment_scripts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -222,11 +226,13 @@ def _behaviour(profile: Profile, lines: Sequence[Line], rng: random.Random) -> B
         sorted(on_time | {line.user_id for line in lines if not line.postpaid}),
         profile.disconnections,
     )
+    scripted = sorted(on_time - set(closing))[: len(FIRST_PAYMENT_SCRIPTS)]
     return Behaviour(
         plan_changes={line.user_id: PLAN_CHANGES[line.plan_id] for line in changing},
         pays_on_time=frozenset(on_time),
         pays_after_block=frozenset(after_block),
         disconnects=tuple(closing),
+        first_payment_scripts=dict(zip(scripted, FIRST_PAYMENT_SCRIPTS, strict=False)),
     )
 
 
