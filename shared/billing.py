@@ -553,3 +553,20 @@ def build_invoice(
         credits_applied_paise=_credits_applied(lines),
         carried_forward=carry,
     )
+
+
+class OperatorDetails(BaseModel):
+    """The operator as its invoices name it: the GST supplier and where to pay."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    gstin: str
+    address: tuple[str, ...]
+    state: str
+    upi_id: str
+    payment_url: str
+    late_fee_note: str = Field(
+        default="A late fee applies to payments received after the due date."
+    )
+    support: str | None = None

@@ -17,7 +17,6 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from reportlab.lib import colors  # type: ignore[import-untyped]
 from reportlab.lib.styles import ParagraphStyle  # type: ignore[import-untyped]
 from reportlab.lib.units import mm  # type: ignore[import-untyped]
@@ -27,7 +26,7 @@ from reportlab.platypus import (  # type: ignore[import-untyped]
     TableStyle,
 )
 
-from shared.billing import Invoice, InvoiceLine, TaxLine
+from shared.billing import Invoice, InvoiceLine, OperatorDetails, TaxLine
 from shared.clock import to_ist
 from shared.money import PAISE_PER_RUPEE, format_inr
 from shared.pdf import BODY, TITLE, a4_pdf, para
@@ -35,21 +34,6 @@ from shared.validation import region
 
 SAC_TELECOM = "9984"  # SAC group: telecommunications services
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-class OperatorDetails(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    gstin: str
-    address: tuple[str, ...]
-    state: str
-    upi_id: str
-    payment_url: str
-    late_fee_note: str = Field(
-        default="A late fee applies to payments received after the due date."
-    )
-    support: str | None = None
 
 
 # --- text helpers ------------------------------------------------------------------

@@ -37,7 +37,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
-from shared.billing import CarryForward, CreditNote, Invoice, LateUsageItem
+from shared.billing import CarryForward, CreditNote, Invoice, LateUsageItem, OperatorDetails
 from shared.cycles import BillCycle
 from shared.db import (
     ACTIVE_SUBSCRIPTION_SK,
@@ -54,7 +54,6 @@ from shared.db import (
     hash_shard,
     user_pk,
 )
-from shared.invoice_pdf import OperatorDetails, render_invoice_pdf
 from shared.models import Subscriber, Subscription
 from shared.rating import UsageType
 from shared.services.billing import (
@@ -711,6 +710,10 @@ class S3InvoiceDocuments:
         self._operator = operator
 
     def put(self, invoice: Invoice) -> str:
+        # Here, not at the top: reportlab is a tenth of a second of every cold start,
+        # and only the bill run's workers render.
+        from shared.invoice_pdf import render_invoice_pdf  # noqa: PLC0415
+
         key = f"invoices/{invoice.subscriber.user_id}/{invoice.invoice_id}.pdf"
         self._client.put_object(
             Bucket=self._bucket,

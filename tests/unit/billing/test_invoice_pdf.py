@@ -13,10 +13,11 @@ from shared.billing import (
     CreditNote,
     Invoice,
     OneTimeCharge,
+    OperatorDetails,
     build_invoice,
 )
 from shared.cycles import cycle_containing
-from shared.invoice_pdf import OperatorDetails, amount_in_words, pdf_amount, render_invoice_pdf
+from shared.invoice_pdf import amount_in_words, pdf_amount, render_invoice_pdf
 from shared.rating import UsageBalance
 from tests.unit.billing.builders import ist, period
 
