@@ -185,9 +185,10 @@ personal = st.one_of(mobiles, aadhaars, cards, pans, emails)
 
 
 def national_part(value: str) -> str:
-    """What must not survive: the digits past a phone's prefix, or the value."""
+    """What must not survive: the digits past a phone's prefix, or the value (a
+    PAN's four digits alone are no PAN: "2026" may well be a year)."""
     digits = re.sub(r"\D", "", value)
-    if "@" in value or not digits:
+    if "@" in value or not digits or re.search("[A-Za-z]", value):
         return value
     return digits[-10:] if len(digits) in (10, 11, 12) and digits[-10] in "6789" else digits
 
