@@ -48,7 +48,7 @@ def run_daily_sweep(
     checkpoints: SweepCheckpoints,
     name: str,
     today: date,
-    sweep: Callable[[list[date]], dict[str, Any]],
+    sweep: Callable[[date], dict[str, Any]],
     *,
     by_hand: bool = False,
 ) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def run_daily_sweep(
     that fails part way keeps what it finished, and its retry goes on from there.
     A run by hand sweeps just its day and leaves the checkpoint to the schedule."""
     if by_hand:
-        return {"date": str(today), "days": [str(today)], **sweep([today])}
+        return {"date": str(today), "days": [str(today)], **sweep(today)}
     last_done = checkpoints.last_done(name)
     days = days_to_sweep(today, last_done)
     if last_done is not None and last_done + timedelta(days=1) < days[0]:
@@ -70,7 +70,7 @@ def run_daily_sweep(
         )
     results = []
     for day in days:
-        results.append(sweep([day]))
+        results.append(sweep(day))
         checkpoints.mark_done(name, day)
     return {"date": str(today), "days": [str(day) for day in days], **_combined(results)}
 

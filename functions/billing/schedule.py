@@ -39,24 +39,24 @@ def run_day(event: dict[str, Any]) -> date:
 
 
 def run_scheduled_sweep(
-    event: dict[str, Any], name: str, days_of: Callable[[list[date]], dict[str, Any]]
+    event: dict[str, Any], name: str, sweep_day: Callable[[date], dict[str, Any]]
 ) -> dict[str, Any]:
     """The day of :func:`run_day` and those missed before it; a run for a given
     date (by hand) sweeps just that day. Every module's daily sweeps go this way."""
     by_hand = bool(event.get("date"))
-    return run_daily_sweep(checkpoints(), name, run_day(event), days_of, by_hand=by_hand)
+    return run_daily_sweep(checkpoints(), name, run_day(event), sweep_day, by_hand=by_hand)
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     sweep = event.get("sweep", "bill_run")
-    days_of = {
+    sweep_day = {
         "bill_run": sweeps().bill_run,
         "overdue": sweeps().overdue_sweep,
         "expiry": sweeps().expiry_sweep,
     }.get(sweep)
-    if days_of is None:
+    if sweep_day is None:
         raise ValueError(f"unknown sweep {sweep!r}")
-    result = run_scheduled_sweep(event, sweep, days_of)
+    result = run_scheduled_sweep(event, sweep, sweep_day)
     logger.info("sweep done", extra={"sweep": sweep, **result})
     return {"sweep": sweep, **result}

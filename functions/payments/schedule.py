@@ -27,8 +27,8 @@ RECONCILE = "reconcile"
 AUTOPAY_RETRIES = "autopay_retries"
 
 
-def queue_autopay_retries(days: list[date]) -> dict[str, Any]:
-    return {"queued": task_queue().send(payments().autopay_retries_due(days))}
+def queue_autopay_retries(day: date) -> dict[str, Any]:
+    return {"queued": task_queue().send(payments().autopay_retries_due(day))}
 
 
 @logger.inject_lambda_context

@@ -23,8 +23,8 @@ logger = service_logger()
 SWEEP = "inactivity"
 
 
-def queue_inactive_lines(days: list[date]) -> dict[str, Any]:
-    return disconnections().inactivity_sweep(days, task_queue())
+def queue_inactive_lines(day: date) -> dict[str, Any]:
+    return disconnections().inactivity_sweep(day, task_queue())
 
 
 @logger.inject_lambda_context

@@ -663,9 +663,10 @@ class BillingService:
 
 
 class Sweeps:
-    """The daily schedules: for each day given (:func:`shared.sweeps.run_daily_sweep`
-    decides which), query a sharded index (never a scan) and fan out one message
-    per subscriber / invoice / plan to the billing queue."""
+    """The daily schedules: for one IST day (:func:`shared.sweeps.run_daily_sweep`
+    decides which, and catches missed ones up a day at a time), query a sharded
+    index (never a scan) and fan out one message per subscriber / invoice / plan
+    to the billing queue."""
 
     def __init__(
         self, *, store: BillingStore, queue: TaskQueue, shards: int, grace_days: int = 7
@@ -675,24 +676,22 @@ class Sweeps:
         self._shards = shards
         self._grace_days = grace_days
 
-    def bill_run(self, bill_dates: list[date]) -> dict[str, Any]:
-        billed = [
-            (bill_date, day) for bill_date in bill_dates for day in cycle_days_billed_on(bill_date)
-        ]
+    def bill_run(self, bill_date: date) -> dict[str, Any]:
+        cycle_days = cycle_days_billed_on(bill_date)
         messages = [
             {"task": "invoice", "user_id": user_id, "cycle_day": day, "bill_date": str(bill_date)}
-            for bill_date, day in billed
+            for day in cycle_days
             for shard in range(self._shards)
             for user_id in self._store.cycle_subscribers(day, shard)
         ]
         sent = self._queue.send(messages)
-        return {"cycle_days": sorted({day for _, day in billed}), "messages": sent}
+        return {"cycle_days": sorted(cycle_days), "messages": sent}
 
-    def overdue_sweep(self, days: list[date]) -> dict[str, Any]:
-        """Invoices due the day before a swept day turn OVERDUE; those due the
-        grace period before that get their notice."""
-        newest = [day - timedelta(days=1) for day in days]
-        dates = sorted({*newest, *(due - timedelta(days=self._grace_days) for due in newest)})
+    def overdue_sweep(self, day: date) -> dict[str, Any]:
+        """Invoices due the day before ``day`` turn OVERDUE; those due the grace
+        period before that get their notice."""
+        newest = day - timedelta(days=1)
+        dates = sorted({newest - timedelta(days=self._grace_days), newest})
         messages = [
             {"task": "overdue", "invoice_id": invoice_id}
             for due in dates
@@ -702,16 +701,15 @@ class Sweeps:
         sent = self._queue.send(messages)
         return {"due_dates": [str(d) for d in dates], "messages": sent}
 
-    def expiry_sweep(self, days: list[date]) -> dict[str, Any]:
-        """Plans whose validity ended the day before a swept day (all past by its
+    def expiry_sweep(self, day: date) -> dict[str, Any]:
+        """Plans whose validity ended the day before ``day`` (all past by its
         00:00 IST), and those ending on the day itself: one at 00:00 IST has just
         ended, a later one is skipped now and taken by the next day's run."""
-        expiry_dates = sorted({d for day in days for d in (day - timedelta(days=1), day)})
         messages = [
             {"task": "expire", "user_id": user_id, "subscription_id": subscription_id}
-            for day in expiry_dates
+            for expiry_date in (day - timedelta(days=1), day)
             for shard in range(self._shards)
-            for user_id, subscription_id in self._store.expiring_on(day, shard)
+            for user_id, subscription_id in self._store.expiring_on(expiry_date, shard)
         ]
         return {"messages": self._queue.send(messages)}
 

@@ -486,15 +486,14 @@ class Disconnections:
         self._starter.start(name, {"disconnection_id": record.disconnection_id, "resume": "true"})
         return f"resumed as {name}"
 
-    def inactivity_sweep(self, days: list[date], queue: TaskQueue) -> dict[str, Any]:
-        """For each swept day, the lines whose inactivity clock started more than
-        ``inactivity_days`` before it, one message each."""
-        limit = timedelta(days=self._config.inactivity_days + 1)
+    def inactivity_sweep(self, day: date, queue: TaskQueue) -> dict[str, Any]:
+        """The lines whose inactivity clock started more than ``inactivity_days``
+        before ``day``, one message each."""
+        started = day - timedelta(days=self._config.inactivity_days + 1)
         messages = [
             {"task": "inactivity", "user_id": user_id}
-            for day in days
             for shard in range(self._config.shards)
-            for user_id in self._store.dormant_since_on(day - limit, shard)
+            for user_id in self._store.dormant_since_on(started, shard)
         ]
         return {"messages": queue.send(messages)}
 

@@ -551,15 +551,14 @@ class PaymentService:
         del total_paise  # what is owed now counts (a credit note may have come first)
         return self._autopay_charge(user_id, invoice_id, 1, mandate.mandate_token)
 
-    def autopay_retries_due(self, days: list[date]) -> list[dict[str, str]]:
-        """The sweep: one message per attempt scheduled on one of ``days`` (IST;
+    def autopay_retries_due(self, day: date) -> list[dict[str, str]]:
+        """The sweep: one message per attempt scheduled on ``day`` (IST;
         :func:`shared.sweeps.run_daily_sweep` decides which); :meth:`retry_autopay`
         takes each."""
         return [
             {"task": "autopay_retry", "user_id": user_id, "invoice_id": invoice_id}
-            for scheduled in days
             for shard in range(self._config.shards)
-            for user_id, invoice_id in self._store.retries_due(scheduled, shard)
+            for user_id, invoice_id in self._store.retries_due(day, shard)
         ]
 
     def retry_autopay(self, user_id: str, invoice_id: str) -> str:

@@ -39,17 +39,17 @@ def test_a_long_outage_is_caught_up_only_to_the_limit() -> None:
     assert days == days_back(*range(CATCH_UP_LIMIT_DAYS, -1, -1))
 
 
-def sweep_recording(swept: list[list[date]]) -> Any:
-    def sweep(days: list[date]) -> dict[str, Any]:
-        swept.append(days)
-        return {"messages": len(days)}
+def sweep_recording(swept: list[date]) -> Any:
+    def sweep(day: date) -> dict[str, Any]:
+        swept.append(day)
+        return {"messages": 1}
 
     return sweep
 
 
 def test_the_checkpoint_moves_after_the_sweep_and_the_next_day_sweeps_one_day() -> None:
     checkpoints = InMemorySweepCheckpoints({"overdue": TODAY - timedelta(days=3)})
-    swept: list[list[date]] = []
+    swept: list[date] = []
 
     first = run_daily_sweep(checkpoints, "overdue", TODAY, sweep_recording(swept))
     second = run_daily_sweep(
@@ -68,12 +68,12 @@ def test_the_checkpoint_moves_after_the_sweep_and_the_next_day_sweeps_one_day() 
 
 def test_a_run_failing_part_way_keeps_the_days_it_finished_and_its_retry_goes_on() -> None:
     checkpoints = InMemorySweepCheckpoints({"bill_run": TODAY - timedelta(days=3)})
-    swept: list[list[date]] = []
+    swept: list[date] = []
 
-    def queue_down_on_the_second_day(days: list[date]) -> dict[str, Any]:
-        if days == [TODAY - timedelta(days=1)]:
+    def queue_down_on_the_second_day(day: date) -> dict[str, Any]:
+        if day == TODAY - timedelta(days=1):
             raise ConnectionError("the queue is down")
-        swept.append(days)
+        swept.append(day)
         return {"messages": 1}
 
     with pytest.raises(ConnectionError):
@@ -82,16 +82,16 @@ def test_a_run_failing_part_way_keeps_the_days_it_finished_and_its_retry_goes_on
     retry = run_daily_sweep(checkpoints, "bill_run", TODAY, sweep_recording(swept))
 
     assert retry["days"] == ["2026-12-09", "2026-12-10"]
-    assert swept == [[TODAY - timedelta(days=2)], [TODAY - timedelta(days=1)], [TODAY]]
+    assert swept == [TODAY - timedelta(days=2), TODAY - timedelta(days=1), TODAY]
     assert checkpoints.last_done("bill_run") == TODAY
 
 
 def test_a_run_by_hand_sweeps_just_its_day_and_leaves_the_checkpoint() -> None:
     checkpoints = InMemorySweepCheckpoints({"bill_run": TODAY - timedelta(days=5)})
-    swept: list[list[date]] = []
+    swept: list[date] = []
 
     result = run_daily_sweep(checkpoints, "bill_run", TODAY, sweep_recording(swept), by_hand=True)
 
-    assert swept == [[TODAY]]
+    assert swept == [TODAY]
     assert result["days"] == ["2026-12-10"]
     assert checkpoints.last_done("bill_run") == TODAY - timedelta(days=5)

@@ -58,18 +58,13 @@ def _shards_per_day(index: IndexQueries) -> dict[date, list[int]]:
     return per_day
 
 
-def test_overdue_takes_the_invoices_due_before_each_swept_day_and_a_grace_period_earlier() -> None:
+def test_overdue_takes_the_invoices_due_the_day_before_and_a_grace_period_earlier() -> None:
     index = IndexQueries({date(2026, 12, 9): "INV-a", date(2026, 12, 2): "INV-b"})
     queue = Queue()
 
-    result = sweeps(index, queue).overdue_sweep([date(2026, 12, 10), date(2026, 12, 11)])
+    result = sweeps(index, queue).overdue_sweep(date(2026, 12, 10))
 
-    assert days_queried(index) == [
-        date(2026, 12, 2),
-        date(2026, 12, 3),
-        date(2026, 12, 9),
-        date(2026, 12, 10),
-    ]
+    assert days_queried(index) == [date(2026, 12, 2), date(2026, 12, 9)]
     assert queue.messages == [
         {"task": "overdue", "invoice_id": "INV-b"},
         {"task": "overdue", "invoice_id": "INV-a"},
@@ -81,20 +76,20 @@ def test_the_expiry_sweep_takes_plans_ended_the_day_before_and_on_the_day() -> N
     index = IndexQueries({date(2026, 12, 9): "ended-yesterday", date(2026, 12, 10): "ends-today"})
     queue = Queue()
 
-    sweeps(index, queue).expiry_sweep([date(2026, 12, 10)])
+    sweeps(index, queue).expiry_sweep(date(2026, 12, 10))
 
     assert days_queried(index) == [date(2026, 12, 9), date(2026, 12, 10)]
     assert [m["user_id"] for m in queue.messages] == ["ended-yesterday", "ends-today"]
 
 
-def test_a_bill_run_of_two_days_bills_each_days_cycles_with_its_own_bill_date() -> None:
-    index = IndexQueries({date(2026, 12, 5): "cycle-5", date(2026, 12, 6): "cycle-6"})
+def test_a_short_months_last_day_bills_the_cycles_of_the_days_it_lacks() -> None:
+    index = IndexQueries({date(2026, 12, 28): "cycle-28", date(2026, 12, 30): "cycle-30"})
     queue = Queue()
 
-    result = sweeps(index, queue).bill_run([date(2026, 12, 5), date(2026, 12, 6)])
+    result = sweeps(index, queue).bill_run(date(2027, 2, 28))
 
     assert queue.messages == [
-        {"task": "invoice", "user_id": "cycle-5", "cycle_day": 5, "bill_date": "2026-12-05"},
-        {"task": "invoice", "user_id": "cycle-6", "cycle_day": 6, "bill_date": "2026-12-06"},
+        {"task": "invoice", "user_id": "cycle-28", "cycle_day": 28, "bill_date": "2027-02-28"},
+        {"task": "invoice", "user_id": "cycle-30", "cycle_day": 30, "bill_date": "2027-02-28"},
     ]
-    assert result["cycle_days"] == [5, 6]
+    assert result["cycle_days"] == [28, 29, 30, 31]

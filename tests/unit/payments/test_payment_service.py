@@ -672,7 +672,7 @@ def autopay_world() -> World:
 def run_sweep(world: World, at: datetime) -> list[str]:
     """The daily sweep at ``at``: every message it sends, taken."""
     world.clock.advance(at - world.clock.now())
-    messages = world.service.autopay_retries_due([at.astimezone(IST).date()])
+    messages = world.service.autopay_retries_due(at.astimezone(IST).date())
     return [world.service.retry_autopay(m["user_id"], m["invoice_id"]) for m in messages]
 
 
@@ -874,7 +874,7 @@ def test_a_sweep_missed_for_a_day_is_caught_up_by_the_next() -> None:
         checkpoints,
         "autopay_retries",
         date(2026, 11, 27),
-        lambda days: {"messages": w.service.autopay_retries_due(days)},
+        lambda day: {"messages": w.service.autopay_retries_due(day)},
     )
 
     assert run["days"] == ["2026-11-26", "2026-11-27"]

@@ -554,21 +554,22 @@ def dormant_line(world: World, user_id: str, since: datetime) -> None:
     )
 
 
-def test_the_sweep_takes_each_swept_day_past_the_inactivity_period(world: World) -> None:
+def test_the_sweep_takes_the_lines_dormant_since_the_day_past_the_inactivity_period(
+    world: World,
+) -> None:
     today = date(2027, 3, 1)
     for user_id, days_ago in [("u91", 91), ("u90", 90), ("u92", 92), ("u93", 93)]:
         dormant_line(world, user_id, ist_midnight(today - timedelta(days=days_ago)))
     queue = FakeQueue()
 
-    # Two days swept: yesterday's run was missed.
-    result = world.disconnections.inactivity_sweep([today - timedelta(days=1), today], queue)
+    # u92 and u93 were due on earlier days: those days' runs took them.
+    result = world.disconnections.inactivity_sweep(today, queue)
 
-    expected_days = {today - timedelta(days=91), today - timedelta(days=92)}
-    assert {day for day, _ in world.disconnections_store.queries} == expected_days
-    assert len(world.disconnections_store.queries) == 2 * 8  # every shard of each day
-    assert sorted(m["user_id"] for m in queue.messages) == ["u91", "u92"]
+    assert {day for day, _ in world.disconnections_store.queries} == {today - timedelta(days=91)}
+    assert len(world.disconnections_store.queries) == 8  # every shard of the day
+    assert [m["user_id"] for m in queue.messages] == ["u91"]
     assert all(m["task"] == "inactivity" for m in queue.messages)
-    assert result == {"messages": 2}
+    assert result == {"messages": 1}
 
 
 @pytest.mark.parametrize(("days", "disconnects"), [(89, False), (90, False), (91, True)])
