@@ -8,6 +8,7 @@ conditions, not earlier reads, decide whether the change may happen.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -106,10 +107,10 @@ def bind_table(table_name: str, region: str | None = None) -> None:
     _TableMeta.table_name = table_name
     if region:
         _TableMeta.region = region
+    connection.cache_clear()  # first: a model connected meanwhile takes the new client
     models: list[type[Model]] = [Item, *_all_subclasses(Item)]
     for model in models:
         model._connection = None  # PynamoDB caches the table name in the connection
-    connection.cache_clear()
 
 
 def current_table() -> tuple[str, str]:
@@ -138,14 +139,12 @@ CONFLICT_BACKOFF_SECONDS = 0.02  # before the second send; doubles after
 
 
 def transact(build: Callable[[TransactWrite], None]) -> None:
-    """One TransactWriteItems of the items ``build`` adds, through
-    :func:`send_transaction`. Raises TransactWriteError as PynamoDB does."""
-
-    def send() -> None:
-        with TransactWrite(connection=connection()) as tx:
-            build(tx)
-
-    send_transaction(send)
+    """One TransactWriteItems of the items ``build`` adds (once: PynamoDB adds a
+    version increment to an update's actions), sent by :func:`send_transaction`.
+    Raises TransactWriteError as PynamoDB does."""
+    tx = TransactWrite(connection=connection())
+    build(tx)
+    send_transaction(lambda: tx.__exit__(None, None, None))  # PynamoDB's exit commits
 
 
 def send_transaction(send: Callable[[], None]) -> None:
@@ -159,7 +158,9 @@ def send_transaction(send: Callable[[], None]) -> None:
         except TransactWriteError as error:
             if attempt + 1 == CONFLICT_ATTEMPTS or not _cancelled_by_conflict(error):
                 raise
-        time.sleep(CONFLICT_BACKOFF_SECONDS * 2**attempt)
+        backoff = CONFLICT_BACKOFF_SECONDS * 2**attempt
+        # Jittered, so two writers that conflicted do not meet again in step.
+        time.sleep(backoff / 2 + random.uniform(0, backoff / 2))  # noqa: S311 - not a secret
 
 
 def _cancelled_by_conflict(error: TransactWriteError) -> bool:

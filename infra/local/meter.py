@@ -152,7 +152,16 @@ def _service_model_loader() -> botocore.loaders.Loader:
     """One loader for every local session: it caches the service models it reads,
     which a fresh session's loader reads from disk again (about 30 ms a model).
     Its cache is a plain dict: at worst two threads load one model once each."""
-    return botocore.loaders.create_loader()
+    return botocore.loaders.Loader(extra_search_paths=_PathsOnce())
+
+
+class _PathsOnce(list[str]):
+    """A loader's search paths: every boto3 session appends boto3's data folder
+    to its loader's, which must not grow with each session sharing it."""
+
+    def append(self, path: str) -> None:
+        if path not in self:
+            super().append(path)
 
 
 def local_client(

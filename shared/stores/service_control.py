@@ -229,7 +229,10 @@ class _Writes:
         try:
             transact(build)
         except TransactWriteError as error:
-            raise self._meaning(ordered, error) from error
+            meaning = self._meaning(ordered, error)
+            if meaning is error:
+                raise
+            raise meaning from error
 
     def _meaning(self, ordered: list[_Op], error: TransactWriteError) -> Exception:
         failed = [

@@ -285,8 +285,10 @@ class ConflictingTransactions:
     def __init__(self, times: int) -> None:
         self.left = times
         self.cancelled = 0
+        self.sent = 0  # every TransactWriteItems, cancelled or not
 
     def __call__(self, params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]] | None:
+        self.sent += 1
         if not self.left:
             return None
         self.left -= 1
