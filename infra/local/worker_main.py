@@ -2,7 +2,10 @@
 once (a warm container) and runs one invocation per request.
 
 Protocol: one JSON object per line on the request fd, one JSON object per line
-on the response fd. stdout and stderr stay free for the handler's logs, which
+on the response fd. The first response line, unasked, reports the end of init
+(the handler's import, as a Lambda container's init phase): {"init": "ok"} or
+{"init": "failed"}; a failed init is retried on the first invocation, as
+Lambda does. stdout and stderr stay free for the handler's logs, which
 the runtime forwards. Before the handler loads, the runtime's fault injection
 (infra/local/faults.py) hooks every botocore client the handler will create.
 
@@ -113,6 +116,15 @@ class Worker:
             return {"ok": False, "error": lambda_error(error)}
         return {"ok": True, "result": result}
 
+    def initialize(self) -> bool:
+        """Lambda's init phase: import the handler before the first invocation."""
+        try:
+            self._loaded()
+        except Exception:  # reported by the invocation that retries it
+            traceback.print_exc()
+            return False
+        return True
+
     def _loaded(self) -> Handler:
         if self._handler is None:
             self._handler = load_handler(self._handler_spec)
@@ -142,7 +154,12 @@ def main() -> None:
         os.fdopen(request_fd, "r", encoding="utf-8") as requests,
         os.fdopen(response_fd, "w", encoding="utf-8") as responses,
     ):
-        serve(requests, responses, Worker(handler_spec, install_faults()))
+        worker = Worker(handler_spec, install_faults())
+        initialized = worker.initialize()
+        sys.stderr.flush()
+        responses.write(json.dumps({"init": "ok" if initialized else "failed"}) + "\n")
+        responses.flush()
+        serve(requests, responses, worker)
 
 
 if __name__ == "__main__":

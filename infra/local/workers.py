@@ -2,8 +2,10 @@
 
 One small pool per function: a worker starts on the first invocation, is
 reused afterwards, and a second concurrent invocation gets a second worker (up
-to ``max_workers_per_function``), so concurrent requests do not serialize. A
-worker that overruns the function's timeout is killed and replaced.
+to ``max_workers_per_function``), so concurrent requests do not serialize. As
+in Lambda, a new worker's init (importing the handler) has its own time limit
+and the function's timeout starts with the invocation. A worker that overruns
+either is killed and replaced.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ logger = logging.getLogger("tbcss.local.workers")
 WORKER_MAIN = Path(__file__).with_name("worker_main.py")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MAX_WORKERS_PER_FUNCTION = 4
+# Lambda's limit on a new execution environment's init phase, apart from the
+# function's timeout: several cold starts at once on a busy machine must not
+# eat the first invocations' time.
+INIT_TIMEOUT_SECONDS = 10.0
 # Lambda retries a failed asynchronous invocation twice, about 1 and 2 minutes
 # later; locally seconds, as the local workflows' retry intervals are.
 ASYNC_RETRY_DELAYS_SECONDS = (1.0, 2.0)
@@ -119,23 +125,34 @@ class WorkerProcess:
         os.close(response_write)
         self._requests = os.fdopen(self._request_write, "w", encoding="utf-8")
         self._responses = os.fdopen(self._response_read, "r", encoding="utf-8")
+        self._initialized = False
         for stream in (self._process.stdout, self._process.stderr):
             assert stream is not None
             log.follow(spec.name, stream)
 
     def run(self, request: dict[str, Any], timeout_seconds: float) -> dict[str, Any]:
-        """Send one invocation and wait for its answer; raises TimeoutError or
-        EOFError (the process died) and leaves the worker unusable then."""
+        """Send one invocation (its deadline set as it is sent, after a new
+        worker's init) and wait for its answer; raises TimeoutError (InitTimedOut
+        before the init ended) or EOFError (the process died), and leaves the
+        worker unusable then."""
+        if not self._initialized:
+            self._read_line(INIT_TIMEOUT_SECONDS, InitTimedOut)  # worker_main's init report
+            self._initialized = True
+        deadline_epoch_ms = int((time.time() + timeout_seconds) * 1000)
+        request = {**request, "deadline_epoch_ms": deadline_epoch_ms}
         self._requests.write(json.dumps(request) + "\n")
         self._requests.flush()
+        answer: dict[str, Any] = json.loads(self._read_line(timeout_seconds, TimeoutError))
+        return answer
+
+    def _read_line(self, timeout_seconds: float, overrun: type[TimeoutError]) -> str:
         ready, _, _ = select.select([self._responses], [], [], timeout_seconds)
         if not ready:
-            raise TimeoutError
+            raise overrun
         line = self._responses.readline()
         if not line:
             raise EOFError(_exit_description(self._process.wait()))
-        answer: dict[str, Any] = json.loads(line)
-        return answer
+        return line
 
     def alive(self) -> bool:
         return self._process.poll() is None
@@ -147,6 +164,10 @@ class WorkerProcess:
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait()
+
+
+class InitTimedOut(TimeoutError):
+    """A new worker did not finish importing its handler within the init limit."""
 
 
 class LogSink:
@@ -168,6 +189,13 @@ class LogSink:
         )
         thread.start()
 
+    def note(self, function_name: str, line: str) -> None:
+        """A line from the platform rather than the handler, as Lambda writes
+        "Task timed out" into the function's log stream."""
+        with (self._log_dir / f"{function_name}.log").open("a", encoding="utf-8") as log_file:
+            log_file.write(line + "\n")
+        self._echoed(function_name, line)
+
     def _pump(self, function_name: str, stream: IO[bytes]) -> None:
         path = self._log_dir / f"{function_name}.log"
         with path.open("a", encoding="utf-8") as log_file:
@@ -175,9 +203,12 @@ class LogSink:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 log_file.write(line + "\n")
                 log_file.flush()
-                if self._echo is not None:
-                    with self._lock:
-                        self._echo(f"[{function_name}] {line}")
+                self._echoed(function_name, line)
+
+    def _echoed(self, function_name: str, line: str) -> None:
+        if self._echo is not None:
+            with self._lock:
+                self._echo(f"[{function_name}] {line}")
 
 
 class FunctionPool:
@@ -329,32 +360,35 @@ class WorkerInvoker:
         request_id = str(uuid.uuid4())
         offset = self._clock.offset_seconds() if self._clock is not None else 0.0
         worker = pool.acquire()
-        started = time.time()
-        request = {
-            "request_id": request_id,
-            "payload": payload,
-            "clock_offset_seconds": offset,
-            "deadline_epoch_ms": int((started + spec.timeout_seconds) * 1000),
-        }
+        request = {"request_id": request_id, "payload": payload, "clock_offset_seconds": offset}
         try:
             answer = self._timed(worker, request, spec)
-        except TimeoutError:
+        except TimeoutError as overrun:
             pool.discard(worker)
-            return _error(
-                f"Task timed out after {spec.timeout_seconds:.2f} seconds",
-                "Sandbox.Timedout",
-                request_id,
+            phase, limit = (
+                ("Init", INIT_TIMEOUT_SECONDS)
+                if isinstance(overrun, InitTimedOut)
+                else ("Task", spec.timeout_seconds)
+            )
+            return self._failed(
+                spec, request_id, f"{phase} timed out after {limit:.2f} seconds", "Sandbox.Timedout"
             )
         except (EOFError, OSError, ValueError) as error:
             pool.discard(worker)
-            return _error(
-                f"RequestId: {request_id} Error: {error}", "Runtime.ExitError", request_id
+            return self._failed(
+                spec, request_id, f"RequestId: {request_id} Error: {error}", "Runtime.ExitError"
             )
         pool.release(worker)
         if answer.get("ok"):
             return InvocationResult(payload=answer.get("result"))
         error_payload = {**answer["error"], "requestId": request_id}
         return InvocationResult(payload=error_payload, function_error="Unhandled")
+
+    def _failed(
+        self, spec: FunctionSpec, request_id: str, message: str, error_type: str
+    ) -> InvocationResult:
+        self._log.note(spec.name, f"{request_id} {message}")
+        return _error(message, error_type, request_id)
 
     def _timed(self, worker: WorkerProcess, request: dict[str, Any], spec: FunctionSpec) -> Any:
         """``worker.run``, metered: Lambda bills the time in the handler, failed

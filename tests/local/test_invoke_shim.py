@@ -60,6 +60,29 @@ def test_an_overrunning_handler_times_out(aws: Any, deployment: Deployment) -> N
     assert "Task timed out after 1.00 seconds" in error["errorMessage"]
 
 
+def test_a_cold_start_does_not_count_against_the_function_timeout(
+    aws: Any, deployment: Deployment, runtime: Any
+) -> None:
+    slow_start = function_named(deployment, "SlowStart")  # 1.5 s import, 1 s timeout
+
+    response = invoke(aws, slow_start, {})
+
+    assert "FunctionError" not in response
+    assert json.loads(response["Payload"].read())["remaining_ms"] > 500
+
+
+def test_a_timeout_is_written_to_the_function_log(
+    aws: Any, deployment: Deployment, runtime: Any
+) -> None:
+    slow = function_named(deployment, "Slow")
+
+    response = invoke(aws, slow, {"seconds": 3})
+
+    request_id = json.loads(response["Payload"].read())["requestId"]
+    log = (runtime.state_dir / "logs" / f"{slow}.log").read_text()
+    assert f"{request_id} Task timed out after 1.00 seconds" in log
+
+
 def test_the_function_works_again_after_a_timeout(aws: Any, deployment: Deployment) -> None:
     slow = function_named(deployment, "Slow")
     invoke(aws, slow, {"seconds": 3})
