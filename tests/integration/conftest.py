@@ -5,6 +5,7 @@ catalog, and a client that calls the real plans handler with API Gateway events.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto import mock_aws  # before the handlers: moto must hook botocore first
+from moto.core.botocore_stubber import BotocoreStubber
 
 from functions.plans import handler as plans_handler
 from shared import db
@@ -182,6 +184,21 @@ def aws(clients: Clients) -> Iterator[Aws]:
         )
         tapped.tap("plans")
         yield tapped
+
+
+@pytest.fixture
+def atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One AWS request at a time, as a real service applies each one atomically:
+    moto in-process does not lock, so threads racing on one item could both pass
+    a condition that DynamoDB would let only one of them pass."""
+    lock = threading.Lock()
+    serve = BotocoreStubber.__call__
+
+    def serialized(self: BotocoreStubber, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return serve(self, *args, **kwargs)
+
+    monkeypatch.setattr(BotocoreStubber, "__call__", serialized)
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-from moto.core.botocore_stubber import BotocoreStubber
 
 import functions.plans.handler as plans_handler
 from shared import db
@@ -66,19 +65,6 @@ def fleet(
         monkeypatch.setattr(module, "system_clock", lambda: clock)
         module.subscriptions.cache_clear()
     return containers
-
-
-@pytest.fixture
-def atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One AWS request at a time, like a real service applies each one atomically."""
-    lock = threading.Lock()
-    serve = BotocoreStubber.__call__
-
-    def serialized(self: BotocoreStubber, *args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return serve(self, *args, **kwargs)
-
-    monkeypatch.setattr(BotocoreStubber, "__call__", serialized)
 
 
 @pytest.fixture

@@ -107,6 +107,7 @@ def test_the_request_counter_stops_at_the_limit_per_user_and_window(
     assert rate_sk(window) == f"OTP_RATE#{int(T0.timestamp())}"
 
 
+@pytest.mark.usefixtures("atomic_moto")
 def test_concurrent_requests_cannot_pass_the_limit(aws: Aws, otps: DynamoOtpStore) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         counted = list(pool.map(lambda _: otps.count_request("u1", T0, 3, T0), range(12)))
