@@ -635,7 +635,11 @@ class BillingService:
             return done
         # Claimed by an attempt that died before the bus had the event (the task
         # came back): send it now. Otherwise only the one that claims it sends it.
-        if record.overdue_notified or self._store.claim_overdue_notice(record, now):
+        if (
+            record.overdue_notified
+            or self._store.claim_overdue_notice(record, now)
+            or self._claimed_but_unsent(invoice_id)
+        ):
             self._events.publish(
                 [
                     DomainEvent(
@@ -657,6 +661,18 @@ class BillingService:
             self._store.mark_overdue_notice_published(record)
             done.append("NOTIFIED")
         return done
+
+    def _claimed_but_unsent(self, invoice_id: str) -> bool:
+        """A refused claim may be this attempt's own: its write applied, the answer
+        was lost and the SDK's retry found the flag set. Unsent, the notice goes
+        out now (at least once; a racing claimant may send it too), or the
+        subscriber who does not pay would never be blocked."""
+        record = self._store.get_invoice(invoice_id)
+        return (
+            record.status in UNPAID
+            and record.overdue_notified
+            and not record.overdue_notice_published
+        )
 
 
 # --- sweeps: schedules -> index queries -> one message per unit of work --------------

@@ -108,6 +108,28 @@ def test_a_notice_claimed_by_a_worker_that_died_before_sending_it_goes_out_on_th
     assert [notice["detail"]["invoice_id"] for notice in notices] == [invoice_id]
 
 
+def test_a_notice_whose_claim_answer_was_lost_still_goes_out(
+    billing: Billing, postpaid: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's UpdateItem applied, its answer timed out, and the SDK's retry
+    failed its condition (the flag was set): the claim reads as refused. Seen in
+    the soak, where that subscriber was then never blocked."""
+    invoice_id = issue_december(billing, postpaid)
+    sweep_overdue_on(billing, date(2026, 12, 17))
+    claim = DynamoBillingStore.claim_overdue_notice
+
+    def applied_but_answer_lost(store: DynamoBillingStore, *args: Any) -> bool:
+        assert claim(store, *args)
+        return False
+
+    monkeypatch.setattr(DynamoBillingStore, "claim_overdue_notice", applied_but_answer_lost)
+    sweep_overdue_on(billing, date(2026, 12, 24))
+    sweep_overdue_on(billing, date(2026, 12, 25))  # the next day's sweep sends nothing more
+
+    notices = billing.events("InvoiceOverdue")
+    assert [notice["detail"]["invoice_id"] for notice in notices] == [invoice_id]
+
+
 def test_prepaid_expiry_renews_from_the_wallet_or_announces_plan_expired(
     billing: Billing, make_subscriber: MakeSubscriber
 ) -> None:
