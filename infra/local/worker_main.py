@@ -2,12 +2,12 @@
 once (a warm container) and runs one invocation per request.
 
 Protocol: one JSON object per line on the request fd, one JSON object per line
-on the response fd. The first response line, unasked, reports the end of init
-(the handler's import, as a Lambda container's init phase): {"init": "ok"} or
-{"init": "failed"}; a failed init is retried on the first invocation, as
-Lambda does. stdout and stderr stay free for the handler's logs, which
-the runtime forwards. Before the handler loads, the runtime's fault injection
-(infra/local/faults.py) hooks every botocore client the handler will create.
+on the response fd. The first response line, unasked, {"init": "done"}, marks
+the end of init (the handler's import, as a Lambda container's init phase); a
+failed init is retried, and reported, by the first invocation, as in Lambda.
+stdout and stderr stay free for the handler's logs, which the runtime forwards.
+Before the handler loads, the runtime's fault injection (infra/local/faults.py)
+hooks every botocore client the handler will create.
 
 Request:  {"request_id", "payload", "clock_offset_seconds", "deadline_epoch_ms"}
 Response: {"ok": true, "result": ...}
@@ -116,14 +116,12 @@ class Worker:
             return {"ok": False, "error": lambda_error(error)}
         return {"ok": True, "result": result}
 
-    def initialize(self) -> bool:
+    def initialize(self) -> None:
         """Lambda's init phase: import the handler before the first invocation."""
         try:
             self._loaded()
         except Exception:  # reported by the invocation that retries it
             traceback.print_exc()
-            return False
-        return True
 
     def _loaded(self) -> Handler:
         if self._handler is None:
@@ -155,9 +153,9 @@ def main() -> None:
         os.fdopen(response_fd, "w", encoding="utf-8") as responses,
     ):
         worker = Worker(handler_spec, install_faults())
-        initialized = worker.initialize()
+        worker.initialize()
         sys.stderr.flush()
-        responses.write(json.dumps({"init": "ok" if initialized else "failed"}) + "\n")
+        responses.write(json.dumps({"init": "done"}) + "\n")
         responses.flush()
         serve(requests, responses, worker)
 

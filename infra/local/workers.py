@@ -392,7 +392,8 @@ class WorkerInvoker:
 
     def _timed(self, worker: WorkerProcess, request: dict[str, Any], spec: FunctionSpec) -> Any:
         """``worker.run``, metered: Lambda bills the time in the handler, failed
-        or timed out too, not the wait for a free worker."""
+        or timed out too, and a new worker's init (billed since August 2025),
+        not the wait for a free worker."""
         started = time.perf_counter()
         try:
             return worker.run(request, spec.timeout_seconds)

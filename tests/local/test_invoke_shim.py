@@ -61,7 +61,7 @@ def test_an_overrunning_handler_times_out(aws: Any, deployment: Deployment) -> N
 
 
 def test_a_cold_start_does_not_count_against_the_function_timeout(
-    aws: Any, deployment: Deployment, runtime: Any
+    aws: Any, deployment: Deployment
 ) -> None:
     slow_start = function_named(deployment, "SlowStart")  # 1.5 s import, 1 s timeout
 

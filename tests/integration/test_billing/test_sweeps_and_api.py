@@ -123,11 +123,17 @@ def test_a_notice_whose_claim_answer_was_lost_still_goes_out(
         return False
 
     monkeypatch.setattr(DynamoBillingStore, "claim_overdue_notice", applied_but_answer_lost)
-    sweep_overdue_on(billing, date(2026, 12, 24))
-    sweep_overdue_on(billing, date(2026, 12, 25))  # the next day's sweep sends nothing more
+    billing.clock.advance(at_ist(2026, 12, 24) - billing.clock.now())
+    billing.schedule("overdue", date(2026, 12, 24))
+    tasks = billing.receive()
+    assert billing.work(tasks) == []  # the task succeeds: SQS will not deliver it again
 
-    notices = billing.events("InvoiceOverdue")
-    assert [notice["detail"]["invoice_id"] for notice in notices] == [invoice_id]
+    def sent() -> list[str]:
+        return [notice["detail"]["invoice_id"] for notice in billing.events("InvoiceOverdue")]
+
+    assert sent() == [invoice_id]
+    assert billing.work(tasks) == []  # were it delivered again, nothing new goes out
+    assert sent() == [invoice_id]
 
 
 def test_prepaid_expiry_renews_from_the_wallet_or_announces_plan_expired(
