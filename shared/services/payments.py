@@ -36,7 +36,10 @@ ids per invoice and attempt, so a redelivered event or sweep message never
 charges twice.
 
 Events go on the bus after the change they describe has committed:
-PaymentSucceeded, PaymentFailed, PaymentRefunded.
+PaymentSucceeded, PaymentFailed, PaymentRefunded. An applied payment stays in the
+janitor's index until PaymentSucceeded is out: should the run that applied it
+end first (a crash, a timeout), its retry finds a duplicate, and the janitor
+announces it then (the subscriber's block is lifted on that event).
 """
 
 from __future__ import annotations
@@ -248,12 +251,13 @@ class PaymentStore(Protocol):
         ...
 
     def apply(self, before: Payment, after: Payment) -> None:
-        """ONE transaction: ``after`` (SUCCEEDED, out of the index) if the payment is
-        still ``before``, and ``after.applied_paise`` credited where its purpose
-        says: the invoice's ``paid_paise`` (PAID when nothing remains) or the
-        wallet. Raises StalePayment (the payment or the invoice changed: read
-        again) or InvoiceNotPayable (the invoice owes less than that now, and
-        the payment is still ``before``)."""
+        """ONE transaction: ``after`` (SUCCEEDED, still in the janitor's index until
+        the service announces it) if the payment is still ``before``, and
+        ``after.applied_paise`` credited where its purpose says: the invoice's
+        ``paid_paise`` (PAID when nothing remains) or the wallet. Raises
+        StalePayment (the payment or the invoice changed: read again) or
+        InvoiceNotPayable (the invoice owes less than that now, and the payment
+        is still ``before``)."""
         ...
 
     def open_payments(self, shard: int, created_before: datetime) -> Iterable[Payment]:
@@ -464,11 +468,16 @@ class PaymentService:
 
     def _resolve(self, payment: Payment) -> str:
         current = self._store.get(payment.payment_id)
-        if current.status is PaymentStatus.REFUNDED or (
-            current.status is PaymentStatus.SUCCEEDED and not _refund_due(current)
-        ):
+        if current.status is PaymentStatus.REFUNDED:
             self._unwatch(current, None)
             return "settled"
+        if current.status is PaymentStatus.SUCCEEDED and not _refund_due(current):
+            # Applied, and still watched: the run that applied it ended before
+            # announcing it (a crash, a lost answer). Its retry, if any, found a
+            # duplicate; the subscriber's block and AutoPay wait for the event.
+            self._announce_success(current)
+            self._unwatch(current, None)
+            return "announced"
         txn = (
             self._gateway.status(current.gateway_txn_id)
             if current.gateway_txn_id
@@ -897,6 +906,15 @@ class PaymentService:
     # --- after a successful application -----------------------------------------------
 
     def _after_success(self, payment: Payment) -> None:
+        self._announce_success(payment)
+        self._unwatch(payment, None)  # announced: the janitor has nothing left to do
+        if payment.purpose is PaymentPurpose.RECHARGE:
+            self._start_plan(payment)  # after the unwatch: the janitor never starts a plan
+
+    def _announce_success(self, payment: Payment) -> None:
+        """PaymentSucceeded (its id fixed per payment) and the AutoPay retries
+        closed: repeatable, so the janitor repeats them for a payment applied by
+        a run that ended before announcing it (apply() leaves it watched)."""
         self._publish(
             payment,
             "PaymentSucceeded",
@@ -911,9 +929,7 @@ class PaymentService:
                 "autopay_attempt": payment.autopay_attempt,
             },
         )
-        if payment.purpose is PaymentPurpose.RECHARGE:
-            self._start_plan(payment)
-        elif payment.invoice_id is not None:
+        if payment.purpose is not PaymentPurpose.RECHARGE and payment.invoice_id is not None:
             fact = self._invoices.invoice(payment.user_id, payment.invoice_id)
             if payment.autopay_attempt is not None or fact is None or not fact.unpaid:
                 self._close_retries(payment.user_id, payment.invoice_id, "PAID")

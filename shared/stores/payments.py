@@ -233,7 +233,7 @@ class DynamoPaymentStore:
 
     def apply(self, before: Payment, after: Payment) -> None:
         stale = StalePayment(f"payment {before.payment_id} changed meanwhile")
-        item = _payment_item(after, watch=False)
+        item = _payment_item(after, watch=True)  # until the service has announced it
         try:
             if after.purpose is PaymentPurpose.INVOICE:
                 self._apply_to_invoice(before, after, item, stale)

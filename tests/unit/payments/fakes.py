@@ -210,7 +210,7 @@ class InMemoryPaymentStore:
             self.wallets.credit_wallet(after.user_id, after.applied_paise)
             self.wallet_credits += after.applied_paise
         self.payments[after.payment_id] = after
-        self.watched.discard(after.payment_id)
+        self.watched.add(after.payment_id)  # until the service has announced it
 
     def open_payments(self, shard: int, created_before: datetime) -> Iterator[Payment]:
         for payment_id in sorted(self.watched):

@@ -976,3 +976,32 @@ def test_every_captured_rupee_ends_applied_or_refunded_never_both(
         assert not (stored.applied_paise and stored.refunded_paise)
     assert w.ops.messages == []  # the simulator never leaves a charge PENDING
     assert w.store.watched == set()
+
+
+def test_a_payment_applied_by_a_run_that_died_before_announcing_it_is_announced_by_the_janitor(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The invoice is paid but PaymentSucceeded never went out (the worker crashed
+    at PutEvents): the webhook's retry finds a duplicate; the janitor announces it,
+    so service control lifts the block and AutoPay stops."""
+    payment = pay_invoice(world)
+    publish = world.events.publish
+
+    def crash_at_put_events(events: Any) -> None:
+        monkeypatch.setattr(world.events, "publish", publish)  # the worker's successor
+        raise ConnectionError("the worker died at PutEvents")
+
+    monkeypatch.setattr(world.events, "publish", crash_at_put_events)
+    [webhook] = world.gateway.outbox.drain()
+    with pytest.raises(ConnectionError):
+        world.service.on_webhook(dict(webhook))
+    assert world.invoices.invoices[INVOICE].status is InvoiceStatus.PAID
+    assert world.service.on_webhook(dict(webhook)) == "duplicate"  # the gateway's retry
+    assert world.events.of_type("PaymentSucceeded") == []
+
+    assert world.janitor(JANITOR)["outcomes"] == {"announced": 1}
+
+    [announced] = world.events.of_type("PaymentSucceeded")
+    assert announced.detail["payment_id"] == payment.payment_id
+    assert world.events.of_type("PaymentReconciled") == []  # nothing was reconciled
+    assert world.janitor(JANITOR)["checked"] == 0  # out of the index once announced
