@@ -1,13 +1,24 @@
-"""Entry point of a local Lambda worker process: imports one function's handler
-once (a warm container) and runs one invocation per request.
+"""Entry point of the local Lambda workers: a zygote process that forks one
+worker per warm container; each worker imports one function's handler once and
+runs one invocation per request.
 
-Protocol: one JSON object per line on the request fd, one JSON object per line
-on the response fd. The first response line, unasked, {"init": "done"}, marks
-the end of init (the handler's import, as a Lambda container's init phase); a
-failed init is retried, and reported, by the first invocation, as in Lambda.
-stdout and stderr stay free for the handler's logs, which the runtime forwards.
-Before the handler loads, the runtime's fault injection (infra/local/faults.py)
-hooks every botocore client the handler will create.
+The zygote (one per runtime) imports the third-party packages handlers use
+(:data:`PRELOAD`) once, then forks a worker for every spawn request on its
+control socket (Lambda SnapStart goes further: it snapshots the function's own
+init too). It runs in the runtime's state directory. A worker
+still imports its function's own code, from the function's code directory and
+with the function's environment: that import is its init phase. The zygote
+reaps its workers and writes each one's exit code to the status pipe the runtime
+sent with the spawn request.
+
+Spawn request: {"handler", "cwd", "env"} with the descriptors of :data:`SPAWN_FDS`;
+answer {"pid"}. Worker protocol: one JSON object per line on the request fd, one
+JSON object per line on the response fd. The first response line, unasked,
+{"init": "done"}, marks the end of init; a failed init is retried, and reported,
+by the first invocation, as in Lambda. stdout and stderr stay free for the
+handler's logs, which the runtime forwards. Before the handler loads, the
+runtime's fault injection (infra/local/faults.py) hooks every botocore client
+the handler will create.
 
 Request:  {"request_id", "payload", "clock_offset_seconds", "deadline_epoch_ms"}
 Response: {"ok": true, "result": ...}
@@ -16,11 +27,14 @@ Response: {"ok": true, "result": ...}
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
 import os
+import select
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -35,6 +49,33 @@ Handler = Callable[[Any, Any], Any]
 # Loaded by path: this process imports from the function's code, not from this project.
 FAULTS_FILE = Path(__file__).with_name("faults.py")
 FAULTS_MODULE = "tbcss_local_faults"
+# What the handlers import from site-packages, heaviest first. Never project code:
+# each worker imports that from its own code directory, with its own environment.
+# These read a few variables at import (Powertools' AWS_EXECUTION_ENV and
+# POWERTOOLS_DEBUG, PYNAMODB_CONFIG): the zygote's, which no template sets.
+PRELOAD = (
+    "boto3",
+    "botocore.session",
+    "botocore.client",
+    "s3transfer.manager",
+    "aws_lambda_powertools",
+    "aws_lambda_powertools.logging",
+    "aws_lambda_powertools.event_handler",
+    "aws_lambda_powertools.event_handler.openapi.params",
+    "aws_lambda_powertools.utilities.batch",
+    "aws_lambda_powertools.utilities.idempotency",
+    "aws_lambda_powertools.utilities.data_classes",
+    "pydantic",
+    "pydantic_settings",
+    "pynamodb.models",
+    "pynamodb.transactions",
+    "jwt",
+    "cryptography.hazmat.primitives.ciphers.aead",
+    "reportlab.platypus",
+)
+# A spawn request's descriptors, in order (see Zygote in workers.py).
+SPAWN_FDS = ("request", "response", "stdout", "stderr", "status")
+SPAWN_MESSAGE_BYTES = 1 << 16
 
 
 class LocalLambdaContext:
@@ -144,10 +185,7 @@ def serve(requests: TextIO, responses: TextIO, worker: Worker) -> None:
         responses.flush()
 
 
-def main() -> None:
-    # Ctrl-C reaches the whole process group; the runtime, not the terminal, stops workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    request_fd, response_fd, handler_spec = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def run_worker(request_fd: int, response_fd: int, handler_spec: str) -> None:
     with (
         os.fdopen(request_fd, "r", encoding="utf-8") as requests,
         os.fdopen(response_fd, "w", encoding="utf-8") as responses,
@@ -160,8 +198,123 @@ def main() -> None:
         serve(requests, responses, worker)
 
 
+# --- the zygote --------------------------------------------------------------------
+
+
+def preload() -> None:
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # each worker imports it again, and says why
+            print(f"zygote: {name} not preloaded: {error!r}", file=sys.stderr)
+
+
+def zygote(control: socket.socket) -> None:
+    """Fork a worker per spawn request until the runtime closes ``control``;
+    reap them and write each one's exit code to its status pipe."""
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd is written
+    status_fds: dict[int, int] = {}  # worker pid -> its status pipe's write end
+    while True:
+        ready, _, _ = select.select([control.fileno(), wake_read], [], [])
+        if wake_read in ready:
+            os.read(wake_read, 512)
+        _reap(status_fds)
+        if control.fileno() not in ready:
+            continue
+        message, fds, flags, _ = socket.recv_fds(control, SPAWN_MESSAGE_BYTES, len(SPAWN_FDS))
+        if not message:
+            # The runtime is gone. Idle workers end when their request pipes close;
+            # the runtime kills busy ones before it closes this socket.
+            return
+        try:
+            spawn = _spawn_request(message, fds, flags)
+            pid = os.fork()
+        except (OSError, ValueError) as error:  # refused: the runtime raises it
+            for fd in fds:
+                os.close(fd)
+            control.send(json.dumps({"error": repr(error)}).encode())
+            continue
+        if pid == 0:
+            zygote_fds = [control.fileno(), wake_read, wake_write, *status_fds.values()]
+            _become_worker(spawn, fds, zygote_fds)
+        status_fds[pid] = fds[-1]
+        for fd in fds[:-1]:
+            os.close(fd)
+        control.send(json.dumps({"pid": pid}).encode())
+
+
+def _spawn_request(message: bytes, fds: list[int], flags: int) -> dict[str, Any]:
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != len(SPAWN_FDS):
+        raise ValueError(f"a spawn request is one message and {len(SPAWN_FDS)} descriptors")
+    spawn: dict[str, Any] = json.loads(message)
+    return spawn
+
+
+def _reap(status_fds: dict[int, int]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        fd = status_fds.pop(pid, None)
+        if fd is None:
+            continue
+        # The runtime may have stopped listening (it gave up waiting): nothing to tell.
+        with contextlib.suppress(OSError):
+            os.write(fd, f"{os.waitstatus_to_exitcode(status)}\n".encode())
+        os.close(fd)
+
+
+def _become_worker(spawn: dict[str, Any], fds: list[int], zygote_fds: list[int]) -> None:
+    """In the forked child: the function's environment, directory and output, then
+    the worker's loop; ends the process with the loop's exit code. ``zygote_fds``:
+    the zygote's own descriptors (its control socket, its wakeup pipe, the other
+    workers' status pipes), closed."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        request_fd, response_fd, stdout_fd, stderr_fd, status_fd = fds
+        for fd in (*zygote_fds, status_fd):
+            os.close(fd)
+        for fd, target in ((stdout_fd, 1), (stderr_fd, 2)):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(spawn["env"])
+        time.tzset()
+        # CPython reseeds ``random`` in a forked child: no two workers share retry jitter.
+        os.chdir(spawn["cwd"])
+        sys.path.insert(0, spawn["cwd"])  # the function's code, as Lambda's task root
+        run_worker(request_fd, response_fd, spawn["handler"])
+        code = 0
+    except SystemExit as exit_request:  # as the interpreter ends on sys.exit()
+        if exit_request.code is None or isinstance(exit_request.code, int):
+            code = exit_request.code or 0
+        else:
+            print(exit_request.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def main() -> None:
+    # Ctrl-C reaches the whole process group; the runtime, not the terminal, stops workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Started by file path: nothing is imported from this file's directory.
+    del sys.path[0]
+    preload()
+    zygote(socket.socket(fileno=int(sys.argv[1])))
+
+
 if __name__ == "__main__":
-    # Started by file path: import from the function's code directory (the cwd),
-    # never from this file's directory.
-    sys.path[0] = os.getcwd()
     main()

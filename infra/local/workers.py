@@ -6,6 +6,11 @@ to ``max_workers_per_function``), so concurrent requests do not serialize. As
 in Lambda, a new worker's init (importing the handler) has its own time limit
 and the function's timeout starts with the invocation. A worker that overruns
 either is killed and replaced.
+
+Workers are forked by one zygote process (worker_main.py) that has imported the
+handlers' third-party packages once: a cold start pays for the function's own
+code only, which keeps the many concurrent cold starts of a test run or a soak
+off the machine's few cores.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,7 @@ from infra.local import faults
 from infra.local.contracts import Clock, InvocationResult, InvocationType
 from infra.local.deploy import Deployment, FunctionSpec
 from infra.local.meter import UsageMeter
+from infra.local.worker_main import SPAWN_FDS, SPAWN_MESSAGE_BYTES
 
 logger = logging.getLogger("tbcss.local.workers")
 
@@ -46,6 +53,10 @@ INIT_TIMEOUT_SECONDS = 10.0
 ASYNC_RETRY_DELAYS_SECONDS = (1.0, 2.0)
 # Variables a worker inherits from the runtime's own environment; the rest is Lambda's.
 INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+# The interpreter settings a worker shares with the zygote it is forked from.
+INTERPRETER_VARIABLES = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "TZ": "UTC"}
+EXIT_WAIT_SECONDS = 10.0
+SPAWN_TIMEOUT_SECONDS = 30.0
 
 
 class UnknownFunction(KeyError):
@@ -62,17 +73,18 @@ class LocalSettings:
     auth_environment: dict[str, str]  # JWT_ISSUER, JWT_AUDIENCE, JWKS_URL (local issuer)
 
 
+def inherited_environment() -> dict[str, str]:
+    return {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
+
+
 def worker_environment(spec: FunctionSpec, settings: LocalSettings) -> dict[str, str]:
     """The template environment plus Lambda's own variables and the local overrides."""
     code_dir = spec.code_dir or str(PROJECT_ROOT)
-    inherited = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
     return {
-        **inherited,
+        **inherited_environment(),
         **spec.environment,
         "PYTHONPATH": code_dir,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "TZ": "UTC",
+        **INTERPRETER_VARIABLES,
         "LAMBDA_TASK_ROOT": code_dir,
         "_HANDLER": spec.handler,
         "AWS_LAMBDA_FUNCTION_NAME": spec.name,
@@ -95,40 +107,119 @@ def worker_environment(spec: FunctionSpec, settings: LocalSettings) -> dict[str,
     }
 
 
+class Zygote:
+    """The process every worker is forked from (worker_main.py), started on the
+    first spawn (again if it died) and stopped with the invoker. It runs in
+    ``directory`` (the runtime's state), where a leftover one is easy to find."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._lock = threading.Lock()
+        self._control: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+
+    def spawn(self, handler: str, cwd: str, env: dict[str, str], fds: Sequence[int]) -> int:
+        """Fork a worker for ``handler`` with the descriptors of SPAWN_FDS; its pid."""
+        if len(fds) != len(SPAWN_FDS):
+            raise ValueError(f"a spawn takes {len(SPAWN_FDS)} descriptors: {SPAWN_FDS}")
+        message = json.dumps({"handler": handler, "cwd": cwd, "env": env}).encode()
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the runtime is stopping")
+            try:
+                control = self._running()
+                socket.send_fds(control, [message], list(fds))
+                answer = control.recv(SPAWN_MESSAGE_BYTES)
+                if not answer:
+                    raise EOFError("the worker zygote exited")
+            except BaseException:
+                self._close()  # a reply left unread would answer the next spawn
+                raise
+        reply = json.loads(answer)
+        if "error" in reply:
+            raise RuntimeError(f"the worker zygote refused a spawn: {reply['error']}")
+        pid: int = reply["pid"]
+        return pid
+
+    def _running(self) -> socket.socket:
+        if self._process is not None and self._process.poll() is not None:
+            self._close()
+        if self._control is None:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            with theirs:
+                self._process = subprocess.Popen(  # noqa: S603 - our interpreter, our script
+                    [sys.executable, str(WORKER_MAIN), str(theirs.fileno())],
+                    cwd=self._directory,
+                    env={**inherited_environment(), **INTERPRETER_VARIABLES},
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                )
+            ours.settimeout(SPAWN_TIMEOUT_SECONDS)  # its preload included, on a busy machine
+            self._control = ours
+        return self._control
+
+    def stop(self) -> None:
+        """After the workers: the zygote reports their exits until it ends."""
+        with self._lock:
+            self._stopped = True
+            self._close()
+
+    def _close(self) -> None:
+        if self._control is not None:
+            self._control.close()  # the zygote's cue to exit
+            self._control = None
+        if self._process is not None:
+            try:
+                self._process.wait(EXIT_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+
 class WorkerProcess:
-    """One warm container: a subprocess running worker_main for one handler.
+    """One warm container: a worker forked by the zygote for one handler.
     ``index`` numbers the function's workers in start order (fault injection
     seeds each worker's random stream with it)."""
 
     def __init__(
-        self, spec: FunctionSpec, settings: LocalSettings, log: LogSink, index: int = 0
+        self,
+        spec: FunctionSpec,
+        settings: LocalSettings,
+        log: LogSink,
+        zygote: Zygote,
+        index: int = 0,
     ) -> None:
         self.spec = spec
-        request_read, self._request_write = os.pipe()
-        self._response_read, response_write = os.pipe()
-        self._process = subprocess.Popen(  # noqa: S603 - our interpreter, our script
-            [
-                sys.executable,
-                str(WORKER_MAIN),
-                str(request_read),
-                str(response_write),
-                spec.handler,
-            ],
-            cwd=spec.code_dir or PROJECT_ROOT,
-            env={**worker_environment(spec, settings), faults.WORKER_INDEX_VARIABLE: str(index)},
-            pass_fds=(request_read, response_write),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        os.close(request_read)
-        os.close(response_write)
-        self._requests = os.fdopen(self._request_write, "w", encoding="utf-8")
-        self._responses = os.fdopen(self._response_read, "r", encoding="utf-8")
+        pipes = {name: os.pipe() for name in SPAWN_FDS}
+        # The worker reads requests and writes the rest; the zygote writes the status.
+        theirs = [pipes["request"][0]] + [pipes[name][1] for name in SPAWN_FDS[1:]]
+        ours = [pipes["request"][1]] + [pipes[name][0] for name in SPAWN_FDS[1:]]
+        environment = {
+            **worker_environment(spec, settings),
+            faults.WORKER_INDEX_VARIABLE: str(index),
+        }
+        try:
+            self.pid = zygote.spawn(
+                spec.handler, spec.code_dir or str(PROJECT_ROOT), environment, theirs
+            )
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        request_write, response_read, stdout_read, stderr_read, self._status = ours
+        self._requests = os.fdopen(request_write, "w", encoding="utf-8")
+        self._responses = os.fdopen(response_read, "r", encoding="utf-8")
+        self._exit_code: int | None = None
+        self._exited = False
         self._initialized = False
-        for stream in (self._process.stdout, self._process.stderr):
-            assert stream is not None
-            log.follow(spec.name, stream)
+        for output in (stdout_read, stderr_read):
+            log.follow(spec.name, os.fdopen(output, "rb"))
 
     def run(self, request: dict[str, Any], timeout_seconds: float) -> dict[str, Any]:
         """Send one invocation (its deadline set as it is sent, after a new
@@ -146,24 +237,35 @@ class WorkerProcess:
         return answer
 
     def _read_line(self, timeout_seconds: float, overrun: type[TimeoutError]) -> str:
-        ready, _, _ = select.select([self._responses], [], [], timeout_seconds)
-        if not ready:
+        if not _readable(self._responses.fileno(), timeout_seconds):
             raise overrun
         line = self._responses.readline()
         if not line:
-            raise EOFError(_exit_description(self._process.wait()))
+            raise EOFError(_exit_description(self._wait(EXIT_WAIT_SECONDS)))
         return line
 
     def alive(self) -> bool:
-        return self._process.poll() is None
+        return not self._exited and not _readable(self._status, 0)
+
+    def _wait(self, timeout_seconds: float) -> int | None:
+        """The exit code the zygote reported (None: it could not say)."""
+        if not self._exited and _readable(self._status, timeout_seconds):
+            report = os.read(self._status, 64).strip()
+            self._exit_code = int(report) if report else None
+            self._exited = True
+        return self._exit_code
 
     def stop(self) -> None:
         for stream in (self._requests, self._responses):
             with contextlib.suppress(OSError):
                 stream.close()
-        if self._process.poll() is None:
-            self._process.kill()
-        self._process.wait()
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self._wait(EXIT_WAIT_SECONDS)
+        self._exited = True
+        with contextlib.suppress(OSError):
+            os.close(self._status)
 
 
 class InitTimedOut(TimeoutError):
@@ -215,11 +317,17 @@ class FunctionPool:
     """The warm workers of one function."""
 
     def __init__(
-        self, spec: FunctionSpec, settings: LocalSettings, log: LogSink, max_workers: int
+        self,
+        spec: FunctionSpec,
+        settings: LocalSettings,
+        log: LogSink,
+        zygote: Zygote,
+        max_workers: int,
     ) -> None:
         self.spec = spec
         self._settings = settings
         self._log = log
+        self._zygote = zygote
         self._max_workers = max_workers
         self._idle: list[WorkerProcess] = []
         self._all: set[WorkerProcess] = set()  # busy ones too: stop() must reach them
@@ -249,7 +357,7 @@ class FunctionPool:
         if dead is not None:
             dead.stop()
         try:
-            worker = WorkerProcess(self.spec, self._settings, self._log, index)
+            worker = WorkerProcess(self.spec, self._settings, self._log, self._zygote, index)
         except Exception:
             self.discard(None)
             raise
@@ -304,6 +412,7 @@ class WorkerInvoker:
         self._settings = settings
         self._clock = clock
         self._log = LogSink(settings.state_dir / "logs", echo)
+        self._zygote = Zygote(settings.state_dir)
         self._max_workers = max_workers_per_function
         self._pools: dict[str, FunctionPool] = {}
         self._pools_lock = threading.Lock()
@@ -333,7 +442,7 @@ class WorkerInvoker:
         with self._pools_lock:
             if spec.name not in self._pools:
                 self._pools[spec.name] = FunctionPool(
-                    spec, self._settings, self._log, self._max_workers
+                    spec, self._settings, self._log, self._zygote, self._max_workers
                 )
             return self._pools[spec.name]
 
@@ -413,10 +522,21 @@ class WorkerInvoker:
             pools = list(self._pools.values())
         for pool in pools:
             pool.close()
+        self._zygote.stop()
 
 
-def _exit_description(code: int) -> str:
+def _readable(fd: int, timeout_seconds: float) -> bool:
+    """Data or EOF on ``fd`` within the time (poll: a busy runtime's descriptors
+    pass select()'s limit of 1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout_seconds * 1000))
+
+
+def _exit_description(code: int | None) -> str:
     """How Lambda words a runtime process that ended mid-invocation."""
+    if code is None:
+        return "Runtime exited with error: exit status unknown"
     if code < 0:
         name = signal.strsignal(-code) or f"signal {-code}"
         return f"Runtime exited with error: signal: {name.lower()}"

@@ -89,7 +89,7 @@ def test_the_function_works_again_after_a_timeout(aws: Any, deployment: Deployme
 
     response = invoke(aws, slow, {"seconds": 0})
 
-    assert json.loads(response["Payload"].read()) == "done"
+    assert json.loads(response["Payload"].read())["done"]
 
 
 def test_event_invocation_returns_202_at_once(aws: Any, deployment: Deployment) -> None:
@@ -113,5 +113,9 @@ def test_concurrent_invocations_use_several_workers(
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = list(pool.map(lambda _: invoke(aws, slow, {"seconds": 0.5}), range(3)))
 
-    assert all(json.loads(r["Payload"].read()) == "done" for r in results)
+    answers = [json.loads(result["Payload"].read()) for result in results]
+    assert all(answer["done"] for answer in answers)
     assert runtime.invoker.pool_sizes()[slow] >= 2
+    assert len({answer["pid"] for answer in answers}) >= 2
+    # Each worker, forked from the zygote, runs in the function's code asset.
+    assert {answer["cwd"] for answer in answers} == {deployment.function(slow).code_dir}
