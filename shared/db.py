@@ -360,10 +360,12 @@ class ActiveSubscriptionItem(_SubscriptionFields, InGsi1):
     """``SUB#ACTIVE``: the one active plan. Claimed by a conditional put.
 
     A prepaid plan is in the expiry index (GSI1 ``EXPIRES#<IST date>#<shard>``)
-    until the expiry sweep has renewed or expired it (issue 6).
+    until the expiry sweep has renewed or expired it (issue 6). Taken out to
+    expire, it is ``expiry_unannounced`` until PlanExpired has reached the bus.
     """
 
     period_sk = UnicodeAttribute()
+    expiry_unannounced = BooleanAttribute(null=True)
 
 
 class SubscriptionPeriodItem(_SubscriptionFields):

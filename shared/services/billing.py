@@ -303,8 +303,15 @@ class BillingStore(Protocol):
         ...
 
     def release_expired(self, user_id: str, subscription_id: str) -> bool:
-        """Take the plan out of the expiry index, once; False if already done or replaced."""
+        """Take the plan out of the expiry index, once, marked unannounced; False if
+        already done or replaced."""
         ...
+
+    def expiry_unannounced(self, user_id: str, subscription_id: str) -> bool:
+        """Whether this plan was released and PlanExpired is still to go out."""
+        ...
+
+    def mark_expiry_announced(self, user_id: str, subscription_id: str) -> None: ...
 
 
 class CycleUsageSource(Protocol):
@@ -780,7 +787,12 @@ class PlanExpiry:
                 reason = error.code
             else:
                 return ExpiryOutcome.RENEWED
-        if not self._store.release_expired(user_id, subscription_id):
+        if not self._store.release_expired(
+            user_id, subscription_id
+        ) and not self._store.expiry_unannounced(user_id, subscription_id):
+            # Refused, and announced: done before. Refused yet unannounced: this
+            # task's own release (its answer lost) or a run that died before the
+            # event; without the event the line would never be blocked.
             return ExpiryOutcome.SKIPPED
         self._events.publish(
             [
@@ -799,4 +811,5 @@ class PlanExpiry:
                 )
             ]
         )
+        self._store.mark_expiry_announced(user_id, subscription_id)
         return ExpiryOutcome.EXPIRED

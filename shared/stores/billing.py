@@ -606,9 +606,31 @@ class DynamoBillingStore:
         item = ActiveSubscriptionItem(pk=user_pk(user_id), sk=ACTIVE_SUBSCRIPTION_SK)
         return conditional_update(
             item,
-            [ActiveSubscriptionItem.gsi1pk.remove(), ActiveSubscriptionItem.gsi1sk.remove()],
+            [
+                ActiveSubscriptionItem.gsi1pk.remove(),
+                ActiveSubscriptionItem.gsi1sk.remove(),
+                ActiveSubscriptionItem.expiry_unannounced.set(True),
+            ],
             (ActiveSubscriptionItem.subscription_id == subscription_id)
             & ActiveSubscriptionItem.gsi1pk.exists(),
+        )
+
+    def expiry_unannounced(self, user_id: str, subscription_id: str) -> bool:
+        try:
+            item = ActiveSubscriptionItem.get(
+                user_pk(user_id), ACTIVE_SUBSCRIPTION_SK, consistent_read=True
+            )
+        except ActiveSubscriptionItem.DoesNotExist:
+            return False
+        return item.subscription_id == subscription_id and bool(item.expiry_unannounced)
+
+    def mark_expiry_announced(self, user_id: str, subscription_id: str) -> None:
+        item = ActiveSubscriptionItem(pk=user_pk(user_id), sk=ACTIVE_SUBSCRIPTION_SK)
+        # A plan bought meanwhile replaced the item (and the flag): nothing to clear.
+        conditional_update(
+            item,
+            [ActiveSubscriptionItem.expiry_unannounced.remove()],
+            ActiveSubscriptionItem.subscription_id == subscription_id,
         )
 
 

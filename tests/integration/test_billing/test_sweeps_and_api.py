@@ -170,6 +170,38 @@ def test_prepaid_expiry_renews_from_the_wallet_or_announces_plan_expired(
     assert len(expired) == 2
 
 
+def test_a_plan_expiry_whose_release_answer_was_lost_is_still_announced(
+    billing: Billing, make_subscriber: MakeSubscriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release's UpdateItem applied, its answer was lost and the SDK's retry
+    failed the condition: the release reads as refused. Without PlanExpired the
+    line would never be blocked, and its usage would rate against no plan."""
+    make_subscriber("manual", SubscriberType.PREPAID, wallet_paise=200_000)
+    billing.plans.subscribe("manual", "PRE_SMART_299")  # manual recharge
+    active = db.DynamoSubscriptionStore().get_active("manual")
+    assert active is not None
+    assert active.valid_until is not None
+    day = active.valid_until.astimezone(IST).date() + timedelta(days=1)
+    release = DynamoBillingStore.release_expired
+
+    def applied_but_answer_lost(store: DynamoBillingStore, *args: Any) -> bool:
+        release(store, *args)  # applied (the first time): the answer never arrives
+        return False
+
+    monkeypatch.setattr(DynamoBillingStore, "release_expired", applied_but_answer_lost)
+    billing.clock.advance(at_ist(day.year, day.month, day.day, 1) - billing.clock.now())
+    billing.schedule("expiry", day)
+    tasks = billing.receive()
+    assert billing.work(tasks) == []  # the task succeeds: SQS will not deliver it again
+
+    def announced() -> list[str]:
+        return [event["detail"]["subscription_id"] for event in billing.events("PlanExpired")]
+
+    assert announced() == [active.subscription_id]
+    assert billing.work(tasks) == []  # were it delivered again, nothing new goes out
+    assert announced() == [active.subscription_id]
+
+
 def test_a_credit_note_shows_in_the_history_and_on_the_next_invoice(
     billing: Billing, postpaid: Any
 ) -> None:
