@@ -255,14 +255,18 @@ def test_a_crash_is_a_function_error_and_the_next_invocation_gets_a_new_worker(
     assert crashed.function_error == "Unhandled"
     assert crashed.payload["errorType"] == "Runtime.ExitError"
     assert "Runtime exited with error: exit status 1" in crashed.payload["errorMessage"]
-    (record,) = _new_records(faulty, before)
+    # This invocation's own record: an asynchronous Echo left by another test of
+    # the session's runtime (a retry, a schedule) may crash in the same window.
+    (record,) = [
+        r for r in _new_records(faulty, before) if r.request_id == crashed.payload["requestId"]
+    ]
     assert (record.kind, record.function, record.operation) == (FaultKind.CRASH, echo, "PutItem")
-    assert record.request_id == crashed.payload["requestId"]
     assert faulty.injected_faults()[FaultKind.CRASH] >= 1
 
     faulty.set_faults(None)
+    recorded = len(faulty.fault_records())
     assert _invoke(faulty, echo, {"n": 2}).payload["event"] == {"n": 2}
-    assert len(_new_records(faulty, before)) == 1
+    assert len(faulty.fault_records()) == recorded  # no fault without a plan
 
 
 def test_only_the_functions_named_get_faults(faulty: LocalRuntime, deployment: Deployment) -> None:
