@@ -34,7 +34,7 @@ from shared.services.subscriptions import ChangeType, SubscriptionService
 from shared.simulation import GatewayKnobs, SimulatorKnobs, StaticKnobs
 from shared.stores import payments as payment_store
 from shared.stores.billing import InvoiceItem, due_index_pk, invoice_sk
-from shared.stores.payments import DynamoPaymentStore
+from shared.stores.payments import DynamoPaymentStore, open_index_pk
 from shared.stores.service_control import DynamoFacts
 from tests.integration.conftest import T0, Aws, MakeSubscriber
 from tests.unit.activation.fakes import FakeEscalations, FakeNotifier
@@ -176,7 +176,7 @@ def test_applying_a_payment_twice_fails_the_second_and_pays_once(
     assert [entry["event"] for entry in json.loads(item.history)] == ["PAID"]
     assert payments.get(payment.payment_id).status is S.SUCCEEDED
     # Still watched: the janitor announces it should the service die before it does.
-    assert index_keys(aws, db.user_pk(USER), f"PAY#{payment.payment_id}")[0] == "PAYOPEN#6"
+    assert index_keys(aws, db.user_pk(USER), f"PAY#{payment.payment_id}")[0] == open_index_pk(USER)
 
 
 def test_a_part_payment_keeps_the_invoice_due_and_too_much_is_refused(
