@@ -3,6 +3,7 @@ them): transactions stay all-or-nothing, queries answer as DynamoDB does."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -350,6 +351,36 @@ def test_sqs_reads_the_same_clock_as_moto(runtime: LocalRuntime) -> None:
     assert sqs_models.unix_time_millis is not unix_time_millis
     assert sqs_models.unix_time_millis(moment) == unix_time_millis(moment)
     assert abs(sqs_models.unix_time_millis() - unix_time_millis()) < 50
+
+
+def test_an_input_transformer_reads_each_event_with_its_remembered_paths(aws: Any) -> None:
+    """The compiled JSONPath expressions are shared by events; their values are not."""
+    events, sqs = aws("events"), aws("sqs")
+    name = f"speedups-{uuid.uuid4().hex[:8]}"
+    queue = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    events.create_event_bus(Name=name)  # the deployment's rules are on the default bus
+    events.put_rule(Name=name, EventBusName=name, EventPattern=json.dumps({"source": [name]}))
+    transformer = {"InputPathsMap": {"who": "$.detail.who"}, "InputTemplate": '"<who> paid"'}
+    target = {"Id": "queue", "Arn": arn["Attributes"]["QueueArn"], "InputTransformer": transformer}
+    events.put_targets(Rule=name, EventBusName=name, Targets=[target])
+    try:
+        for who in ("asha", "ravi", "meera"):
+            detail = json.dumps({"who": who})
+            entry = {"EventBusName": name, "Source": name, "DetailType": "Paid", "Detail": detail}
+            events.put_events(Entries=[entry])
+
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+        assert sorted(json.loads(m["Body"]) for m in messages) == [
+            "asha paid",
+            "meera paid",
+            "ravi paid",
+        ]
+    finally:
+        events.remove_targets(Rule=name, EventBusName=name, Ids=["queue"])
+        events.delete_rule(Name=name, EventBusName=name)
+        events.delete_event_bus(Name=name)
+        sqs.delete_queue(QueueUrl=queue)
 
 
 @dataclass
