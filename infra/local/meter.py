@@ -47,12 +47,12 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import boto3
-import botocore.loaders
 import botocore.session
 from botocore.config import Config
 from werkzeug.wrappers import Request
 
 from infra.local import usage_units
+from infra.local.botocore_models import shared_loader
 from infra.local.moto_speedups import stored_item, swapped, table_named
 from infra.local.usage_units import ItemRef
 
@@ -136,7 +136,7 @@ def local_session(endpoint_url: str | None, *, billed: bool = False) -> boto3.se
     if not endpoint_url:
         return boto3.session.Session()
     botocore_session = botocore.session.Session()
-    botocore_session.register_component("data_loader", _service_model_loader())
+    botocore_session.register_component("data_loader", shared_loader())
     if not billed:
         botocore_session.set_default_client_config(runtime_client_config())
     return boto3.session.Session(
@@ -145,23 +145,6 @@ def local_session(endpoint_url: str | None, *, billed: bool = False) -> boto3.se
         aws_session_token=os.environ.get("AWS_SESSION_TOKEN"),
         botocore_session=botocore_session,
     )
-
-
-@lru_cache(maxsize=1)
-def _service_model_loader() -> botocore.loaders.Loader:
-    """One loader for every local session: it caches the service models it reads,
-    which a fresh session's loader reads from disk again (about 30 ms a model).
-    Its cache is a plain dict: at worst two threads load one model once each."""
-    return botocore.loaders.Loader(extra_search_paths=_PathsOnce())
-
-
-class _PathsOnce(list[str]):
-    """A loader's search paths: every boto3 session appends boto3's data folder
-    to its loader's, which must not grow with each session sharing it."""
-
-    def append(self, path: str) -> None:
-        if path not in self:
-            super().append(path)
 
 
 def local_client(

@@ -40,6 +40,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ Handler = Callable[[Any, Any], Any]
 # Loaded by path: this process imports from the function's code, not from this project.
 FAULTS_FILE = Path(__file__).with_name("faults.py")
 FAULTS_MODULE = "tbcss_local_faults"
+MODELS_FILE = Path(__file__).with_name("botocore_models.py")
+MODELS_MODULE = "tbcss_local_botocore_models"
 # What the handlers import from site-packages, heaviest first. Never project code:
 # each worker imports that from its own code directory, with its own environment.
 # These read a few variables at import (Powertools' AWS_EXECUTION_ENV and
@@ -73,6 +76,21 @@ PRELOAD = (
     "cryptography.hazmat.primitives.ciphers.aead",
     "reportlab.platypus",
 )
+# What the handlers' clients talk to: the zygote decodes their botocore models once.
+CLIENT_SERVICES = (
+    "dynamodb",
+    "events",
+    "sqs",
+    "ssm",
+    "kms",
+    "secretsmanager",
+    "s3",
+    "sns",
+    "ses",
+    "stepfunctions",
+    "lambda",
+)
+MODELS_REGION = "ap-south-1"  # any: the models are the same in every region
 # A spawn request's descriptors, in order (see Zygote in workers.py).
 SPAWN_FDS = ("request", "response", "stdout", "stderr", "status")
 SPAWN_MESSAGE_BYTES = 1 << 16
@@ -126,14 +144,21 @@ def _apply_clock_offset(seconds: float) -> None:
 
 def install_faults() -> FaultInjector | None:
     """The runtime's fault injection (infra/local/faults.py), switched by its plan file."""
-    spec = importlib.util.spec_from_file_location(FAULTS_MODULE, FAULTS_FILE)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {FAULTS_FILE}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[FAULTS_MODULE] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    module = _load_by_path(FAULTS_MODULE, FAULTS_FILE)
     injector: FaultInjector | None = module.install_from_environment(os.environ)
     return injector
+
+
+def _load_by_path(name: str, path: Path) -> ModuleType:
+    """A module of infra/local, from its file: a worker's ``sys.path`` holds the
+    function's code, not this project."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 class Worker:
@@ -207,6 +232,12 @@ def preload() -> None:
             importlib.import_module(name)
         except Exception as error:  # each worker imports it again, and says why
             print(f"zygote: {name} not preloaded: {error!r}", file=sys.stderr)
+    try:
+        models = _load_by_path(MODELS_MODULE, MODELS_FILE)
+        models.share_with_every_session()
+        models.decode_models(CLIENT_SERVICES, MODELS_REGION)
+    except Exception as error:  # each worker decodes its own, as botocore does
+        print(f"zygote: botocore models not shared: {error!r}", file=sys.stderr)
 
 
 def zygote(control: socket.socket) -> None:

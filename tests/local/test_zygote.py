@@ -92,3 +92,9 @@ def test_a_spawn_after_stop_is_refused(zygote: Zygote, tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="stopping"):
         start(zygote, tmp_path)
+
+
+def test_a_worker_finds_the_botocore_models_already_decoded(zygote: Zygote, tmp_path: Path) -> None:
+    worker = start(zygote, tmp_path, handler="handlers.models_decoded")
+
+    assert call(worker) == {"dynamodb_model_decoded": True}

@@ -1,0 +1,49 @@
+"""botocore sessions share one Loader once sharing is on (the workers' zygote
+turns it on): models are decoded once per process, not once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import boto3
+import botocore.session
+import pytest
+
+from infra.local import botocore_models
+
+
+@pytest.fixture(autouse=True)
+def _sharing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turned on for the test only: monkeypatch puts botocore's own back after."""
+    monkeypatch.setattr(botocore.session, "create_loader", botocore.session.create_loader)
+    botocore_models.share_with_every_session()
+
+
+def test_every_new_session_reads_the_shared_loader() -> None:
+    shared = botocore_models.shared_loader()
+
+    sessions = [boto3.session.Session() for _ in range(3)]
+
+    assert all(session._loader is shared for session in sessions)
+    paths = shared.search_paths
+    assert len(paths) == len(set(paths)), f"each session added its data folder again: {paths}"
+
+
+def test_a_decoded_model_serves_the_next_session_without_reading_it_again() -> None:
+    botocore_models.decode_models(("sqs",), "ap-south-1")
+    shared = botocore_models.shared_loader()
+    decoded = dict(shared._cache)
+
+    session = boto3.session.Session("key", "secret", region_name="ap-south-1")
+    session.client("sqs")
+
+    assert any("sqs" in map(str, key) for key in decoded)
+    assert shared._cache.keys() == decoded.keys(), "the second sqs client decoded a model again"
+
+
+def test_a_session_with_a_data_path_of_its_own_keeps_its_own_loader(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+
+    assert boto3.session.Session()._loader is not botocore_models.shared_loader()
