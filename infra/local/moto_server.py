@@ -5,7 +5,9 @@ handler through the runtime's invoker (worker processes), whoever calls it:
 boto3, the AWS CLI, or moto's own Step Functions interpreter (which calls AWS
 at ``http://localhost:$MOTO_PORT``; :meth:`MotoServer.start` sets that variable
 to the real port). ``GET /_tbcss/sms`` lists the SMS moto's SNS has "sent"
-(how a developer reads an OTP locally). Every other request goes to moto's WSGI app.
+(how a developer reads an OTP locally). A TransactWriteItems resent with its
+ClientRequestToken gets its first answer again, as from DynamoDB
+(:mod:`infra.local.client_tokens`). Every other request goes to moto's WSGI app.
 
 The shim also meters every AWS request (:mod:`infra.local.meter`), and the server
 installs :mod:`infra.local.moto_speedups` for its lifetime (a soak-sized table
@@ -30,6 +32,7 @@ import requests
 from werkzeug.wrappers import Request, Response
 
 from infra.local import moto_speedups
+from infra.local.client_tokens import TRANSACT_WRITE_ITEMS, TransactionTokens
 from infra.local.contracts import InvocationType, Invoker
 from infra.local.meter import INVOKE_PATH, UsageMeter, buffered_body
 from infra.local.serving import LOOPBACK, ThreadedServer
@@ -67,6 +70,7 @@ class InvokeShim:
         self._known: set[str] | None = None
         self._put_events_listener: PutEventsListener | None = None
         self._table_writes = threading.Lock()
+        self._transaction_tokens = TransactionTokens()
 
     def on_put_events(self, listener: PutEventsListener) -> None:
         """``listener`` gets the entries of every PutEvents moto accepted."""
@@ -102,6 +106,8 @@ class InvokeShim:
             return self._put_events(environ, start_response)
         if environ.get("PATH_INFO") == SMS_PATH and environ.get("REQUEST_METHOD") == "GET":
             return _sent_sms(Request(environ))(environ, start_response)
+        if environ.get("HTTP_X_AMZ_TARGET") == TRANSACT_WRITE_ITEMS:  # under the write lock
+            return list(self._transaction_tokens(self._moto_app, environ, start_response))
         if environ.get("HTTP_X_AMZ_TARGET") in DYNAMODB_WRITES:
             return list(self._moto_app(environ, start_response))  # under the write lock
         return self._moto_app(environ, start_response)  # type: ignore[no-any-return]

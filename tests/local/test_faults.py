@@ -217,9 +217,27 @@ def test_a_conditional_put_whose_answer_was_lost_fails_its_condition_on_the_retr
     assert _stored(aws, table, pk)  # written by the very call that reports it failed
 
 
-def _first_two(plan: FaultPlan) -> list[FaultKind | None]:
+def test_a_transaction_whose_answer_was_lost_succeeds_on_the_sdks_resend(
+    injected_client: Callable[[FaultPlan], Any], aws: Any, table: str
+) -> None:
+    """botocore resends it with the ClientRequestToken it filled in: DynamoDB answers
+    with the first run's success and applies nothing twice (conditions included)."""
+    plan = next(
+        plan
+        for plan in (FaultPlan(seed=seed, timeout_after_rate=0.5) for seed in range(1000))
+        if _first_two(plan, "TransactWriteItems") == [FaultKind.TIMEOUT_AFTER, None]
+    )
+    pk = f"ONCE#{uuid.uuid4()}"
+    put = {"TableName": table, "Item": _item(pk), "ConditionExpression": "attribute_not_exists(PK)"}
+
+    injected_client(plan).transact_write_items(TransactItems=[{"Put": put}])
+
+    assert _stored(aws, table, pk)
+
+
+def _first_two(plan: FaultPlan, operation: str = "PutItem") -> list[FaultKind | None]:
     dice = FaultDice(plan, STREAM)
-    return [dice.roll("dynamodb", "PutItem") for _ in range(2)]
+    return [dice.roll("dynamodb", operation) for _ in range(2)]
 
 
 # --- faults in the runtime's workers ------------------------------------------------------
