@@ -111,6 +111,12 @@ class Disconnection(Frozen):
     msisdn_released_at: datetime | None = None
     history: tuple[StepEntry, ...] = ()
 
+    @property
+    def untouched(self) -> bool:
+        """Opened, and no step of its workflow recorded: the worker that opened it
+        may have stopped before it started the workflow."""
+        return self.status is DisconnectionStatus.REQUESTED and len(self.history) == 1
+
     def has_step(self, step: str, *, since_step: str | None = None) -> bool:
         """Whether ``step`` is recorded (after the latest ``since_step``, if given)."""
         entries = list(self.history)
@@ -260,7 +266,7 @@ class Disconnections:
         except StaleState:
             raise DisconnectionInProgress("the subscriber changed meanwhile; try again") from None
         self._announce(record, "DisconnectionRequested", "", actor=record.requested_by)
-        self._starter.start(record.disconnection_id, {"disconnection_id": record.disconnection_id})
+        self._start(record)
         return record
 
     def get(self, disconnection_id: str) -> Disconnection:
@@ -275,9 +281,8 @@ class Disconnections:
         record = self._store.get(disconnection_id)
         if record.status is DisconnectionStatus.ESCALATED and actor.startswith("admin:"):
             return self._redrive(record)
-        same = record.reason is reason and record.requested_by == actor
-        if same and record.status is DisconnectionStatus.REQUESTED and len(record.history) == 1:
-            self._starter.start(disconnection_id, {"disconnection_id": disconnection_id})
+        if record.untouched and record.reason is reason and record.requested_by == actor:
+            self._start(record)
             return record
         raise DisconnectionInProgress(
             f"disconnection {disconnection_id} is already under way",
@@ -479,6 +484,11 @@ class Disconnections:
         self._starter.start(name, {"disconnection_id": record.disconnection_id, "resume": "true"})
         return redriven
 
+    def _start(self, record: Disconnection) -> None:
+        """The workflow, named after the disconnection: a repeated start of the
+        running execution is answered with that execution, so starting again is safe."""
+        self._starter.start(record.disconnection_id, {"disconnection_id": record.disconnection_id})
+
     def _resume(self, record: Disconnection) -> str:
         """One execution per parking: a repeated event starts the same name again,
         which Step Functions treats as the execution already started."""
@@ -507,6 +517,8 @@ class Disconnections:
             record = self._store.get(state.disconnection_id)
             if record.status is DisconnectionStatus.AWAITING_DUES:
                 return self._resume(record)  # CheckDues lets it go now
+            if record.untouched:
+                self._start(record)  # this task's first run may have stopped short of it
             return "a disconnection is under way"
         record = self.request(
             SYSTEM,

@@ -610,6 +610,25 @@ def test_a_line_is_never_disconnected_for_inactivity_twice(world: World) -> None
     assert world.state().status is SubscriberStatus.PERMANENT_DISCONNECTED
 
 
+def test_an_inactivity_disconnection_whose_workflow_did_not_start_starts_on_the_retry(
+    world: World,
+) -> None:
+    """The task's first run opened the disconnection, then failed to start the
+    workflow (or its worker died): the queue's redelivery must start it, not find
+    'a disconnection under way' that nothing runs."""
+    dormant_line(world, USER, T0 - timedelta(days=100))
+    world.starter.fail_next = True
+    with pytest.raises(ConnectionError):
+        world.disconnections.disconnect_if_inactive(USER)
+    opened = world.state().disconnection_id or ""
+
+    world.disconnections.disconnect_if_inactive(USER)
+
+    assert list(world.starter.started) == [opened]
+    run_workflow(world, opened)
+    assert world.state().status is SubscriberStatus.PERMANENT_DISCONNECTED
+
+
 def test_an_active_line_is_never_inactive(world: World) -> None:
     world.add_line()
 
