@@ -17,19 +17,24 @@ import logging
 import socket
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 LOOPBACK = "127.0.0.1"
 NO_BODY_STATUSES = frozenset({204, 304})
-HOP_BY_HOP = frozenset({"connection", "content-length", "keep-alive", "transfer-encoding"})
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding"})
 
 log = logging.getLogger(__name__)
 
 
 class ServerStartError(OSError):
     """The server could not listen (port busy...)."""
+
+
+class _BadRequestBody(ValueError):
+    """The request's body is not what its headers announce."""
 
 
 class KeepAliveHandler(WSGIRequestHandler):
@@ -42,35 +47,59 @@ class KeepAliveHandler(WSGIRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        _connections(self.server).add(self.connection)
+        connections = _connections_of(self.server)
+        connections.open.add(self.connection)
+        if connections.stopping:  # accepted as the server stopped: serve nothing
+            _shut(self.connection)
 
     def finish(self) -> None:
-        _connections(self.server).discard(self.connection)
+        _connections_of(self.server).open.discard(self.connection)
         super().finish()
 
     def run_wsgi(self) -> None:
         environ = self.make_environ()
-        body = _whole_body(environ, self.headers)
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))  # a chunked request's too
+        try:
+            request_body = _whole_body(environ, self.headers)
+        except _BadRequestBody as problem:
+            self.close_connection = True  # what is left on the wire is no request
+            self._send("400 BAD REQUEST", [], str(problem).encode())
+            return
+        environ["wsgi.input"] = io.BytesIO(request_body)
+        environ["CONTENT_LENGTH"] = str(len(request_body))
+        # Read whole: no longer chunked for the app (werkzeug would read on past it).
         environ.pop("wsgi.input_terminated", None)
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
         self.environ = environ
         try:
-            status, headers, body = _respond(self.server.app, environ)
+            status, headers, response_body = _respond(self.server.app, environ)
         except Exception:
             log.exception("%s %s failed", self.command, self.path)
-            status, headers, body = "500 INTERNAL SERVER ERROR", [], b"internal error"
-        self._send(status, headers, body)
+            status, headers, response_body = "500 INTERNAL SERVER ERROR", [], b"internal error"
+        self._send(status, headers, response_body)
 
     def _send(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        code, _, reason = status.partition(" ")
-        self.send_response(int(code), reason)
+        code_text, _, reason = status.partition(" ")
+        code = int(code_text)
+        self.send_response(code, reason)
+        declared = None
         for name, value in headers:
-            if name.lower() not in HOP_BY_HOP:
+            lowered = name.lower()
+            if lowered == "content-length":
+                declared = value
+            elif lowered == "connection" and value.lower() == "close":
+                self.close_connection = True
+            elif lowered not in HOP_BY_HOP:
                 self.send_header(name, value)
-        has_body = int(code) >= 200 and int(code) not in NO_BODY_STATUSES
-        if has_body:
+        has_body = code >= 200 and code not in NO_BODY_STATUSES
+        if self.command == "HEAD" or code == 304:
+            if declared is not None:  # the length the body would have
+                self.send_header("Content-Length", declared)
+        elif has_body:
             self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        elif self.request_version == "HTTP/1.0":  # asked for keep-alive: say it is kept
+            self.send_header("Connection", "keep-alive")
         self.end_headers()
         if has_body and self.command != "HEAD":
             self.wfile.write(body)
@@ -81,19 +110,32 @@ def _whole_body(environ: dict[str, Any], headers: Any) -> bytes:
     a chunked one to stop at its last chunk)."""
     stream = environ["wsgi.input"]
     if environ.get("wsgi.input_terminated"):
-        return bytes(stream.read())
-    length = int(headers.get("Content-Length") or 0)
-    return bytes(stream.read(length)) if length > 0 else b""
+        try:
+            return bytes(stream.read())
+        except (OSError, ValueError) as error:
+            raise _BadRequestBody(f"a malformed chunked body: {error}") from None
+    announced = headers.get("Content-Length") or "0"
+    if not announced.isdigit():
+        raise _BadRequestBody(f"Content-Length {announced!r} is not a length")
+    length = int(announced)
+    body = bytes(stream.read(length)) if length else b""
+    if len(body) < length:
+        raise _BadRequestBody(f"the body ended after {len(body)} of its {length} bytes")
+    return body
 
 
 def _respond(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-    """Runs the WSGI app to the end: its status, headers and whole body."""
+    """Runs the WSGI app to the end: its status, headers and whole body. Nothing is
+    sent before the app returns, so an error page (``exc_info``) may always replace
+    what it started."""
     started: list[tuple[str, list[tuple[str, str]]]] = []
     written: list[bytes] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        if exc_info is not None and started and written:
-            raise exc_info[1].with_traceback(exc_info[2])
+        if started and exc_info is None:
+            raise RuntimeError("start_response called again without exc_info")
+        if exc_info is not None:
+            written.clear()
         started[:] = [(status, headers)]
         return written.append  # WSGI's legacy write()
 
@@ -110,9 +152,16 @@ def _respond(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, st
     return status, headers, b"".join(written)
 
 
-def _connections(server: Any) -> set[socket.socket]:
-    """The server's open connections, closed by :meth:`ThreadedServer.stop`."""
-    connections: set[socket.socket] = server.__dict__.setdefault("open_connections", set())
+@dataclass
+class _Connections:
+    """A server's open connections, shut by :meth:`ThreadedServer.stop`."""
+
+    open: set[socket.socket] = field(default_factory=set)
+    stopping: bool = False
+
+
+def _connections_of(server: Any) -> _Connections:
+    connections: _Connections = server.__dict__.setdefault("tbcss_connections", _Connections())
     return connections
 
 
@@ -167,10 +216,13 @@ class ThreadedServer:
 
     def stop(self) -> None:
         if self._server is not None:
+            connections = _connections_of(self._server)
+            connections.stopping = True
             self._server.shutdown()
             self._server.server_close()
-            # An idle kept-alive connection's thread waits for a next request.
-            for connection in list(_connections(self._server)):
+            # Every connection: an idle one's thread waits for a next request, and a
+            # busy one's answer has no one left to use it.
+            for connection in list(connections.open):
                 _shut(connection)
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
+from werkzeug.wrappers import Request
 
 from infra.local.serving import ThreadedServer
 
@@ -18,10 +20,14 @@ def _echo(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     path = environ["PATH_INFO"]
     if path == "/fail":
         raise RuntimeError("the app failed")
-    body = b"" if path == "/ignore" else environ["wsgi.input"].read()
+    # Read as moto and the gateway read it: through werkzeug's Request.
+    body = b"" if path == "/ignore" else Request(environ).get_data()
     answer = {"path": path, "body": body.decode(), "client_port": environ["REMOTE_PORT"]}
-    start_response("200 OK", [("Content-Type", "application/json")])
-    return [json.dumps(answer).encode()]
+    payload = json.dumps(answer).encode()
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+    )
+    return [] if environ["REQUEST_METHOD"] == "HEAD" else [payload]
 
 
 @pytest.fixture
@@ -72,6 +78,40 @@ def test_a_chunked_body_reaches_the_app_whole(connection: http.client.HTTPConnec
 
     assert json.loads(response.read())["body"] == "first second"
     assert _ask(connection, "GET", "/after")["path"] == "/after"
+
+
+def test_a_head_request_is_told_the_length_a_get_would_have(
+    connection: http.client.HTTPConnection,
+) -> None:
+    connection.request("GET", "/sized")
+    length = len(connection.getresponse().read())
+    connection.request("HEAD", "/sized")
+    head = connection.getresponse()
+
+    assert head.getheader("Content-Length") == str(length)
+    assert head.read() == b""
+    assert _ask(connection, "GET", "/after")["path"] == "/after"
+
+
+@pytest.mark.parametrize(
+    ("length", "sent"),
+    [("40", b"only ten b"), ("ten", b"0123456789")],
+    ids=["body shorter than announced", "length not a number"],
+)
+def test_a_body_unlike_its_headers_is_a_400_and_the_connection_closes(
+    server: ThreadedServer, length: str, sent: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        head = f"POST /bad HTTP/1.1\r\nHost: local\r\nContent-Length: {length}\r\n\r\n"
+        raw.sendall(head.encode() + sent)
+        raw.shutdown(socket.SHUT_WR)  # the client gives up sending
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b"Connection: close" in answer
+    assert b'"path": "/bad"' not in answer, "the app ran on a broken body"
 
 
 def test_a_failing_app_answers_500_and_the_connection_serves_on(
