@@ -7,7 +7,8 @@ such a resend with that success and changes nothing. moto runs it again instead,
 and the conditions the first run met now fail: a commit whose answer was lost
 reads as a conflict, which AWS never shows. :class:`TransactionTokens` keeps each
 successful transaction's answer by its token and gives it again, as AWS does; the
-same token with different items is refused, as AWS refuses it.
+same token with different items is refused, as AWS refuses it, and the meter
+bills a replay as DynamoDB does: reads of the items, no writes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from infra.local.meter import buffered_body
+from infra.local.meter import REPLAYED_TRANSACTION, buffered_body
 
 TRANSACT_WRITE_ITEMS = "DynamoDB_20120810.TransactWriteItems"
 TOKEN_LIFETIME_SECONDS = 600.0  # DynamoDB's: 10 minutes after the first request
@@ -64,13 +65,14 @@ class TransactionTokens:
             self._forget_expired()
             earlier = self._answers.get(token)
         if earlier is not None:
+            environ[REPLAYED_TRANSACTION] = True
             return _replay(earlier, digest, start_response)
-        answer = _run(app, environ, digest, self._clock())
-        if answer.status.startswith("200"):
-            with self._lock:
-                self._answers[token] = answer
-        start_response(answer.status, answer.headers)
-        return [answer.body]
+        status, headers, answer = _run(app, environ)
+        if status.startswith("200"):
+            with self._lock:  # the token's 10 minutes run from the request's end
+                self._answers[token] = _Answer(digest, self._clock(), status, headers, answer)
+        start_response(status, headers)
+        return [answer]
 
     def _forget_expired(self) -> None:
         horizon = self._clock() - TOKEN_LIFETIME_SECONDS
@@ -86,7 +88,7 @@ def _token(body: bytes) -> str | None:
     return token if isinstance(token, str) else None
 
 
-def _run(app: WsgiApp, environ: dict[str, Any], digest: str, now: float) -> _Answer:
+def _run(app: WsgiApp, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
     started: list[tuple[str, list[tuple[str, str]]]] = []
     written: list[bytes] = []
 
@@ -96,7 +98,7 @@ def _run(app: WsgiApp, environ: dict[str, Any], digest: str, now: float) -> _Ans
 
     chunks = list(app(environ, capture))
     status, headers = started[0]
-    return _Answer(digest, now, status, headers, b"".join(written + chunks))
+    return status, headers, b"".join(written + chunks)
 
 
 def _replay(earlier: _Answer, digest: str, start_response: Any) -> Iterable[bytes]:

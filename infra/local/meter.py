@@ -62,6 +62,9 @@ RUNTIME_APP_ID = "tbcss-local-runtime"
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
 RULE_TO_QUEUE = "SendMessage (EventBridge target)"  # moto's delivery, no HTTP request
 UNMETERED_PATHS = ("/moto-api", "/_tbcss")  # moto's and the shim's own endpoints
+# Set in a request's environ when the shim answered a resent TransactWriteItems
+# with its first answer (infra/local/client_tokens.py): DynamoDB bills reads then.
+REPLAYED_TRANSACTION = "tbcss.replayed_transaction"
 _CREDENTIAL = re.compile(r"Credential=([^/,\s&]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 _RPC_V2_PATH = re.compile(r"^/service/[^/]+/operation/([^/?]+)")
 # Signing names -> the keys the cost model reads.
@@ -322,8 +325,10 @@ class MeteredCall:
         self._stored: MotoStoredItems | None = None
         self._written: list[ItemRef] = []
         self._sizes_before: list[int] = []
+        self._environ: dict[str, Any] = {}
 
     def prepare(self, environ: dict[str, Any], region: str, access_key: str) -> None:
+        self._environ = environ
         wanted = _JSON_REQUESTS.get(self.service, frozenset())
         if wanted is not None and self.operation not in wanted:
             return
@@ -420,6 +425,14 @@ class MeteredCall:
         if self._status != 200 and not error.endswith(_BILLED_WRITE_ERRORS):
             return {}
         assert self._stored is not None
+        if self._environ.get(REPLAYED_TRANSACTION):
+            # Nothing written again: DynamoDB reads the items to answer a resend.
+            return {
+                READ_HALF_UNITS: sum(
+                    usage_units.read_half_units(size, consistent=True, transactional=True)
+                    for size in self._sizes_before
+                )
+            }
         units = sum(
             usage_units.write_units(before, self._stored.size(ref), transactional=ref.transactional)
             for ref, before in zip(self._written, self._sizes_before, strict=True)

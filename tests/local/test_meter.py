@@ -288,6 +288,25 @@ def test_a_known_sequence_of_calls_is_metered_exactly(
     assert mb_ms % memory_mb == 0  # whole milliseconds at the function's memory
 
 
+def test_a_resent_transaction_is_billed_as_reads_of_its_items(
+    runtime: LocalRuntime, aws: Any, table: str
+) -> None:
+    """DynamoDB answers a resend (same ClientRequestToken) without writing: it
+    bills transactional reads of the items instead."""
+    dynamodb = aws("dynamodb")
+    item = {"PK": {"S": f"METER#{uuid.uuid4().hex[:8]}"}, "blob": {"S": "x" * 1500}}
+    transaction = {"TransactItems": [{"Put": {"TableName": table, "Item": item}}]}
+    token = uuid.uuid4().hex
+    dynamodb.transact_write_items(**transaction, ClientRequestToken=token)
+    before = runtime.meter.snapshot()
+
+    dynamodb.transact_write_items(**transaction, ClientRequestToken=token)
+
+    units = (runtime.meter.snapshot() - before).to_dict()["units"]
+    assert units["dynamodb_write_request_units"] == 0
+    assert units["dynamodb_read_request_units"] == 2  # one item of 2 KB: 1 unit, doubled
+
+
 def test_the_runtimes_own_clients_are_not_billed(
     runtime: LocalRuntime, deployment: Deployment, table: str
 ) -> None:
