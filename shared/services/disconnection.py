@@ -265,8 +265,7 @@ class Disconnections:
             self._store.open(record, state)
         except StaleState:
             raise DisconnectionInProgress("the subscriber changed meanwhile; try again") from None
-        self._announce(record, "DisconnectionRequested", "", actor=record.requested_by)
-        self._start(record)
+        self._launch(record)
         return record
 
     def get(self, disconnection_id: str) -> Disconnection:
@@ -282,7 +281,7 @@ class Disconnections:
         if record.status is DisconnectionStatus.ESCALATED and actor.startswith("admin:"):
             return self._redrive(record)
         if record.untouched and record.reason is reason and record.requested_by == actor:
-            self._start(record)
+            self._launch(record)
             return record
         raise DisconnectionInProgress(
             f"disconnection {disconnection_id} is already under way",
@@ -484,9 +483,11 @@ class Disconnections:
         self._starter.start(name, {"disconnection_id": record.disconnection_id, "resume": "true"})
         return redriven
 
-    def _start(self, record: Disconnection) -> None:
-        """The workflow, named after the disconnection: a repeated start of the
-        running execution is answered with that execution, so starting again is safe."""
+    def _launch(self, record: Disconnection) -> None:
+        """Announce the request and start its workflow. Both are safe to repeat: the
+        event's id is the request's, and the execution is named after the
+        disconnection (a repeated start of the running one changes nothing)."""
+        self._announce(record, "DisconnectionRequested", "", actor=record.requested_by)
         self._starter.start(record.disconnection_id, {"disconnection_id": record.disconnection_id})
 
     def _resume(self, record: Disconnection) -> str:
@@ -517,8 +518,8 @@ class Disconnections:
             record = self._store.get(state.disconnection_id)
             if record.status is DisconnectionStatus.AWAITING_DUES:
                 return self._resume(record)  # CheckDues lets it go now
-            if record.untouched:
-                self._start(record)  # this task's first run may have stopped short of it
+            if record.untouched:  # whoever opened it may have stopped before launching it
+                self._launch(record)
             return "a disconnection is under way"
         record = self.request(
             SYSTEM,

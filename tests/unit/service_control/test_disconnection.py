@@ -6,6 +6,7 @@ inactivity sweep."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -611,20 +612,31 @@ def test_a_line_is_never_disconnected_for_inactivity_twice(world: World) -> None
 
 
 def test_an_inactivity_disconnection_whose_workflow_did_not_start_starts_on_the_retry(
-    world: World,
+    world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The task's first run opened the disconnection, then failed to start the
-    workflow (or its worker died): the queue's redelivery must start it, not find
-    'a disconnection under way' that nothing runs."""
+    """The task's first run opened the disconnection, then stopped before it
+    announced the request and started the workflow (the bus failed, or the worker
+    died): the queue's redelivery does both, rather than find 'a disconnection
+    under way' that nothing runs."""
     dormant_line(world, USER, T0 - timedelta(days=100))
-    world.starter.fail_next = True
+    publish = world.events.publish
+
+    def unreachable(events: Any) -> None:
+        monkeypatch.setattr(world.events, "publish", publish)  # once
+        raise ConnectionError("the bus did not answer")
+
+    monkeypatch.setattr(world.events, "publish", unreachable)
     with pytest.raises(ConnectionError):
         world.disconnections.disconnect_if_inactive(USER)
     opened = world.state().disconnection_id or ""
+    assert (world.starter.started, world.events.of_type("DisconnectionRequested")) == ({}, [])
 
     world.disconnections.disconnect_if_inactive(USER)
 
     assert list(world.starter.started) == [opened]
+    assert [e.event_id for e in world.events.of_type("DisconnectionRequested")] == [
+        f"DisconnectionRequested-{opened}"
+    ]
     run_workflow(world, opened)
     assert world.state().status is SubscriberStatus.PERMANENT_DISCONNECTED
 
