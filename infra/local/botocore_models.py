@@ -8,9 +8,12 @@ before it forks (infra/local/worker_main.py), so a worker's cold start finds the
 models already decoded, as every later session of the worker does.
 
 Sharing is what botocore does within a session: its clients all read one Loader,
-whose cache is a plain dict (at worst two threads decode one model once each).
+whose cache is a plain dict. Two threads loading one service's model at once
+could both merge its SDK extras into the one decoded dict; the workers' zygote
+decodes them before any thread runs, and the runtime's threads share models
+botocore already shared within a session.
 
-botocore only: the zygote loads this file by path, before any project code.
+botocore and boto3 only: the zygote loads this file by path, before any project code.
 """
 
 from __future__ import annotations

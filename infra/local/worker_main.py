@@ -236,8 +236,8 @@ def preload() -> None:
         models = _load_by_path(MODELS_MODULE, MODELS_FILE)
         models.share_with_every_session()
         models.decode_models(CLIENT_SERVICES, MODELS_REGION)
-    except Exception as error:  # each worker decodes its own, as botocore does
-        print(f"zygote: botocore models not shared: {error!r}", file=sys.stderr)
+    except Exception as error:  # each worker decodes what is missing, as botocore does
+        print(f"zygote: botocore models not decoded beforehand: {error!r}", file=sys.stderr)
 
 
 def zygote(control: socket.socket) -> None:
