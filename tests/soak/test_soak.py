@@ -2,7 +2,7 @@
 invariants against the reference computed from the deduplicated input.
 
 ``TBCSS_SOAK_PROFILE=quick`` (the default, in `make test`): 40 subscribers,
-1,500 CDRs, 1.5 to 2.5 minutes on 2 cores. ``full`` (`make soak`): 2,000 subscribers,
+1,500 CDRs, 1.4 to 2.2 minutes on 2 cores. ``full`` (`make soak`): 2,000 subscribers,
 100,000 CDRs, 25 to 40 minutes. Either way the run's metered AWS usage, per phase, goes to
 ``bench/results/soak-usage-<profile>.json`` for the cost model (`make bench-cost`).
 """
