@@ -585,20 +585,8 @@ class BillingService:
         (reducing its taxable value) and in this invoice's history."""
         if amount_paise <= 0:
             raise InvalidRequest("amount_paise must be positive")
-        # One id for every attempt: a write that applied though its answer was lost
-        # is found by it on the next read, not issued again under a new id.
-        note = IssuedCreditNote(
-            credit_note_id=f"CN-{uuid.uuid4().hex[:12].upper()}",
-            against_invoice_id=invoice_id,
-            amount_paise=amount_paise,
-            reason=reason,
-            issued_at=self._clock.now(),
-            issued_by=issued_by,
-        )
         for _ in range(ISSUE_ATTEMPTS):
             record = self.invoice(invoice_id)
-            if any(n.credit_note_id == note.credit_note_id for n in record.credit_notes):
-                return self._announce_credit_note(record, note)
             if record.status is InvoiceStatus.VOID:
                 raise InvoiceNotCreditable(f"{invoice_id} is void")
             room = record.invoice.taxable_value_paise - record.credited_paise
@@ -606,33 +594,36 @@ class BillingService:
                 raise CreditExceedsInvoice(
                     f"credit notes may reverse at most the taxable value; {room} paise remain"
                 )
+            note = IssuedCreditNote(
+                credit_note_id=f"CN-{uuid.uuid4().hex[:12].upper()}",
+                against_invoice_id=invoice_id,
+                amount_paise=amount_paise,
+                reason=reason,
+                issued_at=self._clock.now(),
+                issued_by=issued_by,
+            )
             try:
                 self._store.add_credit_note(record, note)
             except AccountChanged:
                 continue
-            return self._announce_credit_note(record, note)
+            self._events.publish(
+                [
+                    DomainEvent(
+                        detail_type="CreditNoteIssued",
+                        source=SOURCE,
+                        occurred_at=note.issued_at,
+                        correlation_id=invoice_id,
+                        detail={
+                            "user_id": record.invoice.subscriber.user_id,
+                            "invoice_id": invoice_id,
+                            "credit_note_id": note.credit_note_id,
+                            "amount_paise": amount_paise,
+                        },
+                    )
+                ]
+            )
+            return note
         raise Conflict("the invoice kept changing; try again")
-
-    def _announce_credit_note(
-        self, record: InvoiceRecord, note: IssuedCreditNote
-    ) -> IssuedCreditNote:
-        self._events.publish(
-            [
-                DomainEvent(
-                    detail_type="CreditNoteIssued",
-                    source=SOURCE,
-                    occurred_at=note.issued_at,
-                    correlation_id=note.against_invoice_id,
-                    detail={
-                        "user_id": record.invoice.subscriber.user_id,
-                        "invoice_id": note.against_invoice_id,
-                        "credit_note_id": note.credit_note_id,
-                        "amount_paise": note.amount_paise,
-                    },
-                )
-            ]
-        )
-        return note
 
     # --- overdue -------------------------------------------------------------
 

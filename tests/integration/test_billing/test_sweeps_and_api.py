@@ -16,7 +16,6 @@ from shared import db
 from shared.clock import IST
 from shared.events import EventBridgePublisher
 from shared.models import SubscriberType
-from shared.services.billing import AccountChanged
 from shared.stores.billing import DynamoBillingStore
 from tests.apigw import Caller, parse_response
 from tests.integration.conftest import MakeSubscriber
@@ -241,37 +240,6 @@ def test_a_credit_note_shows_in_the_history_and_on_the_next_invoice(
     assert [line.amount_paise for line in credits] == [-10_000]
     assert first.body["credit_note_id"] in credits[0].description
     assert january.taxable_value_paise == 59_900 - 10_000
-
-
-def test_a_credit_note_whose_answer_was_lost_is_issued_once(
-    billing: Billing, postpaid: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The transaction applied, its answer was lost and the SDK's retry failed the
-    conditions: it reads as a concurrent change. Retrying under a new id would
-    credit the subscriber twice."""
-    invoice_id = issue_december(billing, postpaid)
-    add = DynamoBillingStore.add_credit_note
-
-    def applied_but_answer_lost(store: DynamoBillingStore, *args: Any) -> None:
-        add(store, *args)
-        raise AccountChanged("owner")
-
-    monkeypatch.setattr(DynamoBillingStore, "add_credit_note", applied_but_answer_lost)
-    admin = Caller("ops-admin", "admin")
-    body = {"amount_paise": 10_000, "reason": "Network outage on 20 Nov"}
-    path, resource = f"/invoices/{invoice_id}/credit-notes", "/invoices/{invoice_id}/credit-notes"
-    issued = parse_response(
-        billing.api("POST", path, resource, admin, body=body, idempotency_key="k1")
-    )
-
-    assert issued.status == 201, issued.body
-    stored = DynamoBillingStore().get_invoice(invoice_id)
-    assert [note.credit_note_id for note in stored.credit_notes] == [issued.body["credit_note_id"]]
-    assert stored.credited_paise == 10_000
-    announced = billing.events("CreditNoteIssued")
-    assert [event["detail"]["credit_note_id"] for event in announced] == [
-        issued.body["credit_note_id"]
-    ]
 
 
 def test_invoice_api_authorization_and_the_pdf(billing: Billing, postpaid: Any) -> None:
