@@ -4,8 +4,10 @@ turns it on): models are decoded once per process, not once per session."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import boto3
+import botocore.loaders
 import botocore.session
 import pytest
 
@@ -29,16 +31,22 @@ def test_every_new_session_reads_the_shared_loader() -> None:
     assert len(paths) == len(set(paths)), f"each session added its data folder again: {paths}"
 
 
-def test_a_decoded_model_serves_the_next_session_without_reading_it_again() -> None:
+def test_a_decoded_model_serves_the_next_session_without_reading_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     botocore_models.decode_models(("sqs",), "ap-south-1")
-    shared = botocore_models.shared_loader()
-    decoded = dict(shared._cache)
+    read: list[str] = []
+    load_file = botocore.loaders.JSONFileLoader.load_file
 
+    def counted(loader: Any, path: str) -> Any:
+        read.append(path)
+        return load_file(loader, path)
+
+    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", counted)
     session = boto3.session.Session("key", "secret", region_name="ap-south-1")
     session.client("sqs")
 
-    assert any("sqs" in map(str, key) for key in decoded)
-    assert shared._cache.keys() == decoded.keys(), "the second sqs client decoded a model again"
+    assert read == [], "a new session's sqs client read its models from disk again"
 
 
 def test_a_session_with_a_data_path_of_its_own_keeps_its_own_loader(
