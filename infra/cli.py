@@ -438,6 +438,7 @@ def _local_up(args: argparse.Namespace) -> None:
             seed=not args.no_seed,
             echo=None if args.quiet else echo_to_stderr,
             context={**LOCAL_CONTEXT, **_context_pairs(args.context)},
+            warm_openapi=True,
         )
     )
     stop = threading.Event()

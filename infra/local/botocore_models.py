@@ -3,7 +3,8 @@
 botocore gives each new session a Loader of its own, which decodes the JSON models
 (services, endpoints, endpoint rule sets) from disk again: about 30 ms a service,
 a quarter of a second for a handler's few clients and PynamoDB's. The runtime's
-sessions share one (infra/local/meter.py), and the workers' zygote fills one
+process shares one from its start (infra/local/runtime.py: the deploy's, pollers',
+scheduler's and seeding threads' sessions), and the workers' zygote fills one
 before it forks (infra/local/worker_main.py), so a worker's cold start finds the
 models already decoded, as every later session of the worker does.
 
@@ -28,6 +29,8 @@ import botocore.session
 # nothing, and never walks the credential chain.
 _NOWHERE = "http://127.0.0.1:9"
 _PLACEHOLDER = "models"
+ANY_REGION = "ap-south-1"  # a client needs one; the models are the same in every region
+_SHARING = "_tbcss_shares_one_loader"  # marks botocore's create_loader once wrapped
 
 
 @lru_cache(maxsize=1)
@@ -49,14 +52,17 @@ def share_with_every_session() -> None:
     one, PynamoDB's, Powertools') reads the shared loader, unless its
     configuration names a data path of its own."""
     original = botocore.session.create_loader
+    if getattr(original, _SHARING, False):
+        return  # on already: a second wrapper would change nothing
 
     def create_loader(search_path_string: str | None = None) -> botocore.loaders.Loader:
         return original(search_path_string) if search_path_string else shared_loader()
 
+    setattr(create_loader, _SHARING, True)
     botocore.session.create_loader = create_loader
 
 
-def decode_models(services: tuple[str, ...], region: str) -> None:
+def decode_models(services: tuple[str, ...], region: str = ANY_REGION) -> None:
     """Decode what a client of each of ``services`` needs, into the shared loader."""
     import boto3  # noqa: PLC0415 - boto3's session adds its own data folder
 

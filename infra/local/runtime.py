@@ -26,6 +26,7 @@ from typing import Any
 from pynamodb.exceptions import TransactWriteError
 
 from infra.local import faults
+from infra.local.botocore_models import decode_models, share_with_every_session
 from infra.local.clock import LocalClock
 from infra.local.deploy import DEFAULT_APP, Deployment, deploy
 from infra.local.gateway import Gateway, GatewayServer
@@ -70,6 +71,19 @@ DEMO_SUBSCRIBERS = (
 )
 LINES_PREFIX_VARIABLE = "SIMULATOR_LINES_PARAMETER_PREFIX"
 RATE_RULE_RUNS_PER_ADVANCE = 8  # a rate rule's latest runs fired by one clock advance
+# What this process's own clients talk to (the deploy, pollers, scheduler, seeding).
+RUNTIME_SERVICES = (
+    "cloudformation",
+    "s3",
+    "ssm",
+    "secretsmanager",
+    "dynamodb",
+    "sqs",
+    "kinesis",
+    "events",
+    "stepfunctions",
+    "lambda",
+)
 
 
 @dataclass
@@ -85,6 +99,9 @@ class RuntimeOptions:
     # sees a retry or an escalation in seconds (production keeps the stack defaults).
     context: dict[str, Any] = field(default_factory=lambda: dict(LOCAL_CONTEXT))
     fault_plan: faults.FaultPlan | None = None  # the workers' faults at start (set_faults)
+    # Build /swagger's document in the background at start (a Python process per API
+    # function, seconds of CPU): for a person at `make run`, not for a test's runtime.
+    warm_openapi: bool = False
 
 
 class LocalRuntime:
@@ -128,6 +145,11 @@ class LocalRuntime:
     def _start_all(self) -> None:
         _ensure_port_free(self.options.port)  # fail in milliseconds, not after the deploy
         self.issuer = LocalIssuer(self.state_dir)
+        # Every session of this process reads models decoded once, before any of its
+        # threads (pollers, seeding) makes a client and decodes them again meanwhile.
+        share_with_every_session()
+        decode_models(RUNTIME_SERVICES)
+        self._mark("models")
         self.moto.start()
         self._mark("moto")
         # Handlers' boto3 clients (and this process's) find moto through this variable.
@@ -157,7 +179,8 @@ class LocalRuntime:
         gateway = Gateway(self.deployment, self.invoker, settings, control=self, meter=self.meter)
         self.gateway = GatewayServer(gateway, self.options.port)
         self.gateway.start()
-        gateway.openapi.warm_up()  # in the background: /swagger answers at once later
+        if self.options.warm_openapi:
+            gateway.openapi.warm_up()  # in the background: /swagger answers at once later
         self._mark("gateway")
         if self.options.seed:
             self.seed()

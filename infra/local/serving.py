@@ -12,6 +12,7 @@ with its length, so after each exchange the connection sits at a request boundar
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import socket
@@ -25,6 +26,9 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 LOOPBACK = "127.0.0.1"
 NO_BODY_STATUSES = frozenset({204, 304})
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding"})
+# How often the serving loop looks for a stop (socketserver's default, 0.5 s, is what
+# every runtime's stop waited, twice: the gateway's server and moto's).
+SHUTDOWN_POLL = 0.05
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +214,9 @@ class ThreadedServer:
                 f"cannot listen on {self._host}:{self._requested_port}: {error.strerror}"
             ) from None
         self._thread = threading.Thread(
-            target=self._server.serve_forever, daemon=True, name=self._name
+            target=functools.partial(self._server.serve_forever, poll_interval=SHUTDOWN_POLL),
+            daemon=True,
+            name=self._name,
         )
         self._thread.start()
 

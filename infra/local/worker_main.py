@@ -90,7 +90,6 @@ CLIENT_SERVICES = (
     "stepfunctions",
     "lambda",
 )
-MODELS_REGION = "ap-south-1"  # any: the models are the same in every region
 # A spawn request's descriptors, in order (see Zygote in workers.py).
 SPAWN_FDS = ("request", "response", "stdout", "stderr", "status")
 SPAWN_MESSAGE_BYTES = 1 << 16
@@ -235,7 +234,7 @@ def preload() -> None:
     try:
         models = _load_by_path(MODELS_MODULE, MODELS_FILE)
         models.share_with_every_session()
-        models.decode_models(CLIENT_SERVICES, MODELS_REGION)
+        models.decode_models(CLIENT_SERVICES)
     except Exception as error:  # each worker decodes what is missing, as botocore does
         print(f"zygote: botocore models not decoded beforehand: {error!r}", file=sys.stderr)
 

@@ -55,3 +55,11 @@ def test_a_session_with_a_data_path_of_its_own_keeps_its_own_loader(
     monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
 
     assert boto3.session.Session()._loader is not botocore_models.shared_loader()
+
+
+def test_turning_sharing_on_again_keeps_one_wrapper() -> None:
+    wrapped = botocore.session.create_loader
+
+    botocore_models.share_with_every_session()  # as a second runtime in one process does
+
+    assert botocore.session.create_loader is wrapped
