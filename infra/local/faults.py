@@ -108,6 +108,11 @@ class FaultPlan:
     transaction_conflict_rate: float = 0.0  # DynamoDB TransactWriteItems only
     timeout_after_rate: float = 0.0
     functions: tuple[str, ...] = ()
+    # At most this many crashes by all workers together since the plan was set (None:
+    # no limit). Each crash costs real time (a batch's visibility timeout, an API key's
+    # claim until the function's timeout): a short run proves crashes are survived
+    # without paying for every one its rate would bring.
+    crash_limit: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "functions", tuple(self.functions))
@@ -115,6 +120,12 @@ class FaultPlan:
             rate = self.rate(kind)
             if not (math.isfinite(rate) and 0.0 <= rate <= 1.0):
                 raise ValueError(f"{kind}_rate must be within [0, 1], not {rate}")
+        if self.crash_limit is not None and (
+            isinstance(self.crash_limit, bool)
+            or not isinstance(self.crash_limit, int)
+            or self.crash_limit < 1
+        ):
+            raise ValueError(f"crash_limit must be a whole number from 1, not {self.crash_limit}")
         if any(not name for name in self.functions):
             raise ValueError("an empty function filter would select every function")
 
@@ -231,12 +242,8 @@ class InjectedFault:
 
 
 def read_injected(state_dir: Path) -> list[InjectedFault]:
-    try:
-        lines = record_path(state_dir).read_text().splitlines()
-    except FileNotFoundError:
-        return []
     records = []
-    for line in lines:
+    for line in _lines(record_path(state_dir)):
         data = json.loads(line)
         records.append(InjectedFault(**{**data, "kind": FaultKind(data["kind"])}))
     return records
@@ -292,6 +299,8 @@ class FaultInjector:
             kind = dice.roll(service, operation) if dice is not None else None
             if kind is None or dice is None:
                 return None
+            if kind is FaultKind.CRASH and self._crashes_spent(dice.plan):
+                return None  # the draw is spent all the same: the stream stays aligned
             conflicting = (
                 dice.pick(max(1, _transact_item_count(request)))
                 if kind is FaultKind.TRANSACTION_CONFLICT
@@ -327,6 +336,16 @@ class FaultInjector:
         if not plan.targets(self._function_name, self._logical_id):
             return None
         return FaultDice(plan, self._stream)
+
+    def _crashes_spent(self, plan: FaultPlan) -> bool:
+        """Whether the plan's crash limit is reached: crashes recorded (by any worker)
+        since the plan file was written. Read only when a crash is drawn."""
+        if plan.crash_limit is None:
+            return False
+        written = self._plan_key[1] / 1e9 if self._plan_key is not None else 0.0
+        faults = [json.loads(line) for line in _lines(self._record_file)]
+        crashes = [f for f in faults if f["kind"] == FaultKind.CRASH and f["at"] >= written]
+        return len(crashes) >= plan.crash_limit
 
     # record
     def _record(
@@ -386,6 +405,13 @@ class FaultInjector:
             self._http = URLLib3Session()
         response = self._http.send(request)
         _ = response.content  # read it all: the connection goes back to the pool
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
 
 
 def _crash(where: str) -> None:

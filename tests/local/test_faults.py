@@ -48,6 +48,9 @@ def test_a_plan_round_trips_through_json() -> None:
         ('{"crash_rate": NaN}', "crash_rate must be within"),
         ('{"typo_rate": 1}', "unknown fault plan fields"),
         ('{"functions": [""]}', "empty function filter"),
+        ('{"crash_limit": 0}', "crash_limit must be a whole number from 1"),
+        ('{"crash_limit": 2.5}', "crash_limit must be a whole number from 1"),
+        ('{"crash_limit": true}', "crash_limit must be a whole number from 1"),
     ],
 )
 def test_a_plan_refuses_what_it_cannot_mean(text: str, complaint: str) -> None:
@@ -197,6 +200,53 @@ def test_a_timeout_after_the_request_leaves_the_item_written(
     assert _stored(aws, table, pk)
 
 
+def test_a_plan_whose_crashes_are_spent_lets_requests_through(
+    injected_client: Callable[[FaultPlan], Any], aws: Any, table: str, tmp_path: Path
+) -> None:
+    client = injected_client(FaultPlan(crash_rate=1.0, crash_limit=1))
+    spent = {
+        **dataclasses.asdict(_crash_record()),
+        "at": time.time() + 1,  # after the plan was written: it counts against it
+    }
+    faults.record_path(tmp_path).write_text(json.dumps(spent) + "\n")
+    pk = f"SPARED#{uuid.uuid4()}"
+
+    client.put_item(TableName=table, Item=_item(pk))  # a crash would end this process
+
+    assert _stored(aws, table, pk)
+    assert len(faults.read_injected(tmp_path)) == 1
+
+
+def test_crashes_recorded_before_the_plan_do_not_count_against_its_limit(
+    tmp_path: Path,
+) -> None:
+    earlier = dataclasses.asdict(_crash_record())  # recorded at 0, long before the plan
+    faults.record_path(tmp_path).parent.mkdir(parents=True)
+    faults.record_path(tmp_path).write_text(json.dumps(earlier) + "\n")
+    faults.write_plan(tmp_path, FaultPlan(crash_rate=1.0, crash_limit=1))
+    injector = FaultInjector(
+        faults.plan_path(tmp_path), faults.record_path(tmp_path), function_name="test"
+    )
+    dice = injector._current_dice()
+    assert dice is not None
+
+    assert not injector._crashes_spent(dice.plan)
+
+
+def _crash_record() -> InjectedFault:
+    return InjectedFault(
+        at=0.0,
+        function="another",
+        logical_id="Another",
+        worker="another#1",
+        request_id="r-1",
+        kind=FaultKind.CRASH,
+        service="dynamodb",
+        operation="PutItem",
+        attempt=1,
+    )
+
+
 def test_a_conditional_put_whose_answer_was_lost_fails_its_condition_on_the_retry(
     injected_client: Callable[[FaultPlan], Any], aws: Any, table: str
 ) -> None:
@@ -285,6 +335,20 @@ def test_a_crash_is_a_function_error_and_the_next_invocation_gets_a_new_worker(
     recorded = len(faulty.fault_records())
     assert _invoke(faulty, echo, {"n": 2}).payload["event"] == {"n": 2}
     assert len(faulty.fault_records()) == recorded  # no fault without a plan
+
+
+def test_a_plan_stops_crashing_workers_at_its_crash_limit(
+    faulty: LocalRuntime, deployment: Deployment
+) -> None:
+    echo = function_named(deployment, "Echo")
+    faulty.set_faults(FaultPlan(crash_rate=1.0, crash_limit=1, functions=("Echo",)))
+
+    crashed = _invoke(faulty, echo, {"n": 1})
+    spared = _invoke(faulty, echo, {"n": 2})
+
+    assert crashed.function_error == "Unhandled"
+    assert spared.function_error is None
+    assert spared.payload["event"] == {"n": 2}
 
 
 def test_only_the_functions_named_get_faults(faulty: LocalRuntime, deployment: Deployment) -> None:
