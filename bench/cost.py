@@ -149,6 +149,7 @@ class SoakUsage:
     cdrs_unique: int
     phases: dict[str, Usage]
     total: Usage
+    live_days: int  # of simulated_days, those on the clock (the daily sweeps ran on these)
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ def load_usage(path: Path) -> SoakUsage:
         cdrs_unique=int(document["cdrs_unique"]),
         phases={name: _usage(snapshot) for name, snapshot in document["phases"].items()},
         total=_usage(document["total"]),
+        live_days=int(document.get("live_days", document["simulated_days"])),
     )
 
 
@@ -453,6 +455,11 @@ def print_report(report: CostReport) -> None:
             print(f"  {figure.metric:<46}: {figure.value:>12,.4f} {figure.unit}")
     if soak.simulated_days != DAYS_PER_MONTH:
         print(f"  (per subscriber-month: {soak.simulated_days} simulated days scaled to 30)")
+    if soak.live_days < soak.simulated_days:
+        print(
+            f"  (the daily sweeps ran on the last {soak.live_days} of those days only: "
+            "their requests are under-counted; the full profile plays the whole month)"
+        )
     print(f"  target: at most ${TARGET_USD_PER_MILLION_CDRS:.2f} per million CDRs")
     utilization = f"{PROVISIONED_UTILIZATION:.0%} used"
     for what, usd in (

@@ -47,6 +47,9 @@ R = TypeVar("R")
 
 CLIENTS = 6  # concurrent API clients
 RETRIES = 12  # a client's attempts at one request (5xx, dropped connection, key in progress)
+# Backoff doubles from 0.25 s up to this: a key held by a crashed attempt (its claim
+# lapses after the function's 10 s timeout) is tried again within 2 s of the lapse.
+BACKOFF_CAP_SECONDS = 2.0
 # 409s that mean "not now": the key's first attempt still holds it (it crashed; its
 # claim lapses after the function's timeout), or a concurrent change won the race.
 TRY_AGAIN = ('"IDEMPOTENCY_IN_PROGRESS"', '"CONCURRENT_MODIFICATION"')
@@ -162,9 +165,10 @@ class SoakSystem:
 
     # --- seeding -------------------------------------------------------------------
 
-    def seed(self, lines: Sequence[Line]) -> None:
-        """Active subscribers with a plan from now, written as activation and
-        POST /subscribe would (through the same services and stores), in bulk."""
+    def seed(self, lines: Sequence[Line], since: datetime) -> None:
+        """Active subscribers with a plan from ``since`` (now or before), written as
+        activation and POST /subscribe would then (through the same services and
+        stores), in bulk."""
         bus = str(next(iter(self.deployment.buses.values())))
         previous = current_table()
         with aws_environment(self.runtime.endpoint_url, self.deployment.region):
@@ -175,14 +179,14 @@ class SoakSystem:
                     DynamoPlanCatalog(),
                     store,
                     EventBridgePublisher(self.aws("events"), bus),
-                    FixedClock(self.now()),
+                    FixedClock(since),
                 )
                 network = line_registry(self.runtime.lines_prefix())
 
                 def seed_one(line: Line) -> None:
                     seed_subscriber(
                         store,
-                        _subscriber(line, self.now()),
+                        _subscriber(line, since),
                         lines=network,
                         wallet_paise=0 if line.postpaid else PREPAID_WALLET_PAISE,
                     )
@@ -230,7 +234,7 @@ class SoakSystem:
             if answer is not None and not _worth_retrying(answer):
                 return answer
             self.client_retries += 1
-            time.sleep(min(5.0, 0.25 * 2**attempt))
+            time.sleep(min(BACKOFF_CAP_SECONDS, 0.25 * 2**attempt))
         if answer is None:
             raise AssertionError(f"{method} {path}: no answer after {RETRIES} attempts")
         return answer
@@ -294,7 +298,7 @@ def _worth_retrying(answer: requests.Response) -> bool:
     return answer.status_code == 409 and any(code in answer.text for code in TRY_AGAIN)
 
 
-def _subscriber(line: Line, now: datetime) -> Subscriber:
+def _subscriber(line: Line, since: datetime) -> Subscriber:
     return Subscriber(
         user_id=line.user_id,
         msisdn=line.msisdn,
@@ -302,7 +306,7 @@ def _subscriber(line: Line, now: datetime) -> Subscriber:
         state="KA",
         status=SubscriberStatus.ACTIVE,
         bill_cycle_day=1,
-        created_at=now,
+        created_at=since,
         iccid=line.iccid,
     )
 

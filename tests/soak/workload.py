@@ -51,11 +51,22 @@ class Profile:
     plan_change_rate: float = 0.10  # of postpaid subscribers, mid-month
     pay_on_time_rate: float = 0.65  # of invoices; the rest go overdue
     pay_after_block_rate: float = 0.6  # of the overdue ones: reactivated by payment
+    # The month's last days played on the clock (None: the whole month). The lines
+    # and their plans still date from the 1st and the month's usage is all sent; the
+    # days before are skipped with their daily sweeps, which find nothing to do then
+    # (no bill, expiry or overdue before the next 1st) and cost most of a small run.
+    live_days: int | None = None
 
 
 PROFILES = {
     "quick": Profile(
-        "quick", subscribers=40, cdrs=1_500, usage_steps=2, activations=4, disconnections=3
+        "quick",
+        subscribers=40,
+        cdrs=1_500,
+        usage_steps=2,
+        activations=4,
+        disconnections=3,
+        live_days=5,
     ),
     "full": Profile(
         "full", subscribers=2_000, cdrs=100_000, usage_steps=6, activations=24, disconnections=20
@@ -116,6 +127,18 @@ class Workload:
     steps: tuple[UsageStep, ...]
     behaviour: Behaviour
     activation_scripts: tuple[str, ...] = field(default=())  # the network's script per activation
+
+    @property
+    def plans_from(self) -> datetime:
+        """When the seeded lines' plans began: a minute into the month."""
+        return self.month_start + timedelta(minutes=1)
+
+    @property
+    def live_from(self) -> datetime:
+        """When the clock starts: the plans' start, or the profile's last live days."""
+        if self.profile.live_days is None:
+            return self.plans_from
+        return max(self.plans_from, self.month_end - timedelta(days=self.profile.live_days))
 
     @property
     def all_records(self) -> Iterator[bytes]:

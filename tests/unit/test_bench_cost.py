@@ -3,6 +3,7 @@ per-subscriber figures, and the errors for usage without a price."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from bench.cost import (
     price_monthly,
     price_requests,
     price_units,
+    print_report,
     provisioned,
 )
 from bench.cost import Price as CostPrice
@@ -68,6 +70,7 @@ def soak(phases: dict[str, Usage], total: Usage, *, days: int = 30) -> SoakUsage
         cdrs_unique=9_900,
         phases=phases,
         total=total,
+        live_days=days,
     )
 
 
@@ -258,3 +261,23 @@ def test_the_sample_soak_prices_consistently() -> None:
 def test_a_missing_usage_file_says_to_run_the_soak(tmp_path: Path) -> None:
     with pytest.raises(PricingError, match="run the soak"):
         load_usage(tmp_path / "soak-usage.json")
+
+
+def test_a_run_that_skipped_days_says_its_sweeps_are_under_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = json.loads(SAMPLE.read_text())
+    usage = tmp_path / "soak-usage-quick.json"
+    usage.write_text(json.dumps({**document, "simulated_days": 31, "live_days": 5}))
+
+    print_report(build_report(load_usage(usage), load_prices()))
+
+    assert "daily sweeps ran on the last 5 of those days only" in capsys.readouterr().out
+
+
+def test_a_usage_file_from_before_live_days_played_every_day() -> None:
+    assert "live_days" not in json.loads(SAMPLE.read_text())
+
+    loaded = load_usage(SAMPLE)
+
+    assert loaded.live_days == loaded.simulated_days
