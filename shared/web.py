@@ -6,6 +6,7 @@ of state-changing POSTs."""
 from __future__ import annotations
 
 import binascii
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
@@ -296,15 +297,10 @@ class Idempotency:
         action: Callable[[], tuple[int, BaseModel]],
     ) -> Response[dict[str, Any]]:
         """Run ``action`` once per key; a repeat returns the first response."""
-        key = header(app, IDEMPOTENCY_HEADER)
-        if key is None:
+        request = _keyed_request(app, body)
+        if request is None:
             status, payload = action()
             return json_response(status, payload)
-        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
-            raise InvalidRequest(f"{IDEMPOTENCY_HEADER} must be 1-255 characters")
-        event = app.current_event
-        scope = f"{event.http_method} {event.resource} {caller(app).subject}"
-        request = {"scope": scope, "key": key, "body": body.model_dump(mode="json")}
         try:
             stored: dict[str, Any] = self._run(request=request, action=action)
         except IdempotencyValidationError:
@@ -314,6 +310,30 @@ class Idempotency:
         except IdempotencyAlreadyInProgressError:
             raise IdempotencyInProgress("a request with this key is still in progress") from None
         return json_response(stored["status"], stored["body"])
+
+    @staticmethod
+    def request_token(app: APIGatewayRestResolver, body: BaseModel) -> str | None:
+        """A stable name (hex) for the request the Idempotency-Key names, from what
+        keys its record (route, caller, key, body); None without a key. An action
+        that names what it writes after it finds that write again on a retry the
+        record cannot answer: Powertools drops the record when an attempt raises,
+        even after the attempt's commit (a lost answer)."""
+        request = _keyed_request(app, body)
+        if request is None:
+            return None
+        return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+
+def _keyed_request(app: APIGatewayRestResolver, body: BaseModel) -> dict[str, Any] | None:
+    """What the idempotency record is keyed and validated on; None without a key."""
+    key = header(app, IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidRequest(f"{IDEMPOTENCY_HEADER} must be 1-255 characters")
+    event = app.current_event
+    scope = f"{event.http_method} {event.resource} {caller(app).subject}"
+    return {"scope": scope, "key": key, "body": body.model_dump(mode="json")}
 
 
 def _execute(

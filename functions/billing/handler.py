@@ -172,15 +172,16 @@ def credit_note(
     idempotency_key: IdempotencyKey = None,
 ) -> Response[IssuedCreditNote]:
     principal = caller(app)
+    # The key is scoped to the route template: the invoice id goes into the hashed body.
+    keyed = KeyedCreditNote(invoice_id=invoice_id, request=body)
+    token = idempotency.request_token(app, keyed)
 
     def action() -> tuple[int, IssuedCreditNote]:
         note = billing().issue_credit_note(
-            invoice_id, body.amount_paise, body.reason, principal.subject
+            invoice_id, body.amount_paise, body.reason, principal.subject, request_token=token
         )
         return 201, note
 
-    # The key is scoped to the route template: the invoice id goes into the hashed body.
-    keyed = KeyedCreditNote(invoice_id=invoice_id, request=body)
     return idempotency.run(app, keyed, action)  # type: ignore[return-value]
 
 

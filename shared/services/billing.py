@@ -579,14 +579,30 @@ class BillingService:
     # --- credit notes ----------------------------------------------------------
 
     def issue_credit_note(
-        self, invoice_id: str, amount_paise: int, reason: str, issued_by: str
+        self,
+        invoice_id: str,
+        amount_paise: int,
+        reason: str,
+        issued_by: str,
+        request_token: str | None = None,
     ) -> IssuedCreditNote:
         """Against an issued invoice: it lands on the subscriber's next invoice
-        (reducing its taxable value) and in this invoice's history."""
+        (reducing its taxable value) and in this invoice's history.
+
+        ``request_token`` names the request (its idempotency key's digest): the note
+        takes its id from it, so a retry of a request that committed and then failed
+        (its answer lost; the idempotency record is dropped when an attempt raises)
+        returns that note instead of crediting again."""
         if amount_paise <= 0:
             raise InvalidRequest("amount_paise must be positive")
+        credit_note_id = f"CN-{(request_token or uuid.uuid4().hex)[:12].upper()}"
         for _ in range(ISSUE_ATTEMPTS):
             record = self.invoice(invoice_id)
+            issued = [n for n in record.credit_notes if n.credit_note_id == credit_note_id]
+            if issued:
+                # Announced again: the attempt that issued it may have died before that.
+                self._announce_credit_note(record, issued[0])
+                return issued[0]
             if record.status is InvoiceStatus.VOID:
                 raise InvoiceNotCreditable(f"{invoice_id} is void")
             room = record.invoice.taxable_value_paise - record.credited_paise
@@ -595,7 +611,7 @@ class BillingService:
                     f"credit notes may reverse at most the taxable value; {room} paise remain"
                 )
             note = IssuedCreditNote(
-                credit_note_id=f"CN-{uuid.uuid4().hex[:12].upper()}",
+                credit_note_id=credit_note_id,
                 against_invoice_id=invoice_id,
                 amount_paise=amount_paise,
                 reason=reason,
@@ -606,24 +622,27 @@ class BillingService:
                 self._store.add_credit_note(record, note)
             except AccountChanged:
                 continue
-            self._events.publish(
-                [
-                    DomainEvent(
-                        detail_type="CreditNoteIssued",
-                        source=SOURCE,
-                        occurred_at=note.issued_at,
-                        correlation_id=invoice_id,
-                        detail={
-                            "user_id": record.invoice.subscriber.user_id,
-                            "invoice_id": invoice_id,
-                            "credit_note_id": note.credit_note_id,
-                            "amount_paise": amount_paise,
-                        },
-                    )
-                ]
-            )
+            self._announce_credit_note(record, note)
             return note
         raise Conflict("the invoice kept changing; try again")
+
+    def _announce_credit_note(self, record: InvoiceRecord, note: IssuedCreditNote) -> None:
+        self._events.publish(
+            [
+                DomainEvent(
+                    detail_type="CreditNoteIssued",
+                    source=SOURCE,
+                    occurred_at=note.issued_at,
+                    correlation_id=note.against_invoice_id,
+                    detail={
+                        "user_id": record.invoice.subscriber.user_id,
+                        "invoice_id": note.against_invoice_id,
+                        "credit_note_id": note.credit_note_id,
+                        "amount_paise": note.amount_paise,
+                    },
+                )
+            ]
+        )
 
     # --- overdue -------------------------------------------------------------
 

@@ -242,6 +242,44 @@ def test_a_credit_note_shows_in_the_history_and_on_the_next_invoice(
     assert january.taxable_value_paise == 59_900 - 10_000
 
 
+def test_a_credit_note_retried_after_its_commit_failed_credits_once(
+    billing: Billing, postpaid: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    invoice_id = issue_december(billing, postpaid)
+    admin = Caller("ops-admin", "admin")
+    body = {"amount_paise": 5_000, "reason": "Network outage on 20 Nov"}
+    path, resource = f"/invoices/{invoice_id}/credit-notes", "/invoices/{invoice_id}/credit-notes"
+    key = str(uuid.uuid4())
+    publish = EventBridgePublisher.publish
+    calls = {"n": 0}
+
+    def down_once(publisher: EventBridgePublisher, events: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:  # committed, then the attempt fails: its answer is lost
+            raise ConnectionError("EventBridge unreachable")
+        return publish(publisher, events)
+
+    monkeypatch.setattr(EventBridgePublisher, "publish", down_once)
+    with pytest.raises(ConnectionError):
+        billing.api("POST", path, resource, admin, body=body, idempotency_key=key)
+    retry = parse_response(
+        billing.api("POST", path, resource, admin, body=body, idempotency_key=key)
+    )
+
+    assert retry.status == 201, retry.body
+    record = DynamoBillingStore().get_invoice(invoice_id)
+    assert [note.credit_note_id for note in record.credit_notes] == [retry.body["credit_note_id"]]
+    assert record.credited_paise == 5_000
+    announced = billing.events("CreditNoteIssued")
+    assert [e["detail"]["credit_note_id"] for e in announced] == [retry.body["credit_note_id"]]
+    other = parse_response(  # another key is another note
+        billing.api("POST", path, resource, admin, body=body, idempotency_key=str(uuid.uuid4()))
+    )
+    assert other.status == 201, other.body
+    assert other.body["credit_note_id"] != retry.body["credit_note_id"]
+    assert DynamoBillingStore().get_invoice(invoice_id).credited_paise == 10_000
+
+
 def test_invoice_api_authorization_and_the_pdf(billing: Billing, postpaid: Any) -> None:
     invoice_id = issue_december(billing, postpaid)
     one, listing = "/invoices/{invoice_id}", "/users/{user_id}/invoices"
