@@ -147,9 +147,10 @@ def create_payment(
     idempotency_key: RequiredIdempotencyKey,
 ) -> Response[PaymentView]:
     principal = caller(app)
+    token = idempotency.request_token(app, body)
 
     def action() -> tuple[int, PaymentView]:
-        payment = payments().create(principal, body)
+        payment = payments().create(principal, body, request_token=token)
         logger.info(
             "payment created",
             extra={"payment_id": payment.payment_id, "status": payment.status.value},

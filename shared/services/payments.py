@@ -325,8 +325,12 @@ class PaymentConfig:
 
 def autopay_payment_id(invoice_id: str, attempt: int) -> str:
     """The same id for the same attempt on the same invoice, however often asked."""
-    digest = hashlib.sha256(f"autopay:{invoice_id}:{attempt}".encode()).hexdigest()
-    return f"PAY-{digest[:20].upper()}"
+    return keyed_payment_id(hashlib.sha256(f"autopay:{invoice_id}:{attempt}".encode()).hexdigest())
+
+
+def keyed_payment_id(token: str) -> str:
+    """The payment id a hex token names (``PAY-`` and its first 20 digits)."""
+    return f"PAY-{token[:20].upper()}"
 
 
 # What the janitor's resolution changed (the rest: settled, pending, watching).
@@ -363,15 +367,25 @@ class PaymentService:
 
     # --- API ---------------------------------------------------------------------------
 
-    def create(self, principal: Principal, request: PaymentRequest) -> Payment:
+    def create(
+        self, principal: Principal, request: PaymentRequest, request_token: str | None = None
+    ) -> Payment:
+        """A payment, sent to the gateway. ``request_token`` names the request (its
+        idempotency key's digest): the payment takes its id from it, so a retry of a
+        request that committed and then failed (its answer lost; the idempotency
+        record is dropped when an attempt raises) finds that payment instead of
+        charging again."""
         require_owner_or(principal, request.user_id, staff={Role.AGENT})
         ensure_no_card_data(request.model_dump(mode="json"))
+        payment_id = keyed_payment_id(request_token) if request_token else new_payment_id()
+        if request_token and (made := self._made_already(payment_id)) is not None:
+            return made  # before the checks: the invoice it paid may be paid by now
         method, token = _method_and_token(request)
         subscriber = self._subscribers.get_subscriber(request.user_id)
         purpose, amount = self._purpose_and_amount(subscriber, request)
         now = self._clock.now()
         payment = Payment(
-            payment_id=new_payment_id(),
+            payment_id=payment_id,
             user_id=request.user_id,
             purpose=purpose,
             invoice_id=request.invoice_id if purpose is PaymentPurpose.INVOICE else None,
@@ -388,8 +402,24 @@ class PaymentService:
                 ),
             ),
         )
-        self._store.create(payment)
+        try:
+            self._store.create(payment)
+        except PaymentExists:  # the same request's retry, concurrently
+            return self._resumed(self._store.get(payment_id))
         return self._charge(payment)
+
+    def _made_already(self, payment_id: str) -> Payment | None:
+        try:
+            return self._resumed(self._store.get(payment_id))
+        except PaymentNotFound:
+            return None
+
+    def _resumed(self, payment: Payment) -> Payment:
+        """A payment an earlier attempt of the request made: sent to the gateway now
+        if that attempt died before (a repeated reference gets its first transaction)."""
+        if payment.status is PaymentStatus.PENDING and payment.gateway_txn_id is None:
+            return self._charge(payment)
+        return payment
 
     def get(self, principal: Principal, payment_id: str) -> Payment:
         if not PAYMENT_ID.fullmatch(payment_id):

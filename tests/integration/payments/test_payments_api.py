@@ -35,6 +35,7 @@ from shared.payments import SIGNATURE_HEADER, sign_webhook
 from shared.services.billing import InvoiceStatus
 from shared.settings import get_settings
 from shared.stores.billing import InvoiceItem
+from shared.stores.payments import DynamoPaymentStore
 from tests.apigw import ACCOUNT, Caller, HttpResult, api_event, lambda_context, parse_response
 from tests.integration.conftest import REGION, Aws, MakeSubscriber
 from tests.integration.service_control.conftest import put_invoice
@@ -454,6 +455,34 @@ def test_the_same_top_up_webhook_three_times_credits_the_wallet_once(
     assert system.wallet() == 51_000
     assert system.payment(payment_id)["applied_paise"] == 50_000
     assert len(system.events("PaymentSucceeded")) == 1
+
+
+def test_a_payment_retried_after_its_attempt_failed_past_the_charge_charges_once(
+    system: System, postpaid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save = DynamoPaymentStore.save
+    calls = {"n": 0}
+
+    def lost_once(store: DynamoPaymentStore, *args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the charge went out; noting it fails: the attempt raises
+            raise ConnectionError("DynamoDB unreachable")
+        save(store, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoPaymentStore, "save", lost_once)
+    body = _payment_body(postpaid)
+    with pytest.raises(ConnectionError):
+        system.pay(body, key="k-retried")
+    payment_id = accepted(system.pay(body, key="k-retried"))
+
+    for webhook in system.outbox():
+        assert system.deliver(webhook).status == 200
+    assert system.payment(payment_id)["status"] == "SUCCEEDED"
+    invoice = system.invoice()
+    assert (invoice.status, invoice.paid_paise) == (InvoiceStatus.PAID.value, INVOICE_TOTAL)
+    paid = [e["detail"]["payment_id"] for e in system.events("PaymentSucceeded")]
+    assert paid == [payment_id]
+    assert system.events("PaymentRefunded") == []
 
 
 # --- 4. the webhook never comes: the janitor -------------------------------------------------
