@@ -312,16 +312,20 @@ class Idempotency:
         return json_response(stored["status"], stored["body"])
 
     @staticmethod
-    def request_token(app: APIGatewayRestResolver, body: BaseModel) -> str | None:
-        """A stable name (hex) for the request the Idempotency-Key names, from what
-        keys its record (route, caller, key, body); None without a key. An action
-        that names what it writes after it finds that write again on a retry the
-        record cannot answer: Powertools drops the record when an attempt raises,
-        even after the attempt's commit (a lost answer)."""
-        request = _keyed_request(app, body)
-        if request is None:
+    def request_token(app: APIGatewayRestResolver, *names: str) -> str | None:
+        """A stable hex name for what the Idempotency-Key names: its route, caller and
+        key, and ``names`` (the resource a route template leaves out); None without a
+        key. An action that names what it creates after it finds, on a retry, what
+        an earlier attempt created: Powertools drops the key's record when an attempt
+        raises, even after its commit (a lost answer), and the retry runs again. The
+        body is left out, so the action can refuse a retry with another body (422),
+        as the record would have."""
+        key = header(app, IDEMPOTENCY_HEADER)
+        if key is None:
             return None
-        return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+        _check_key(key)
+        request = [_scope(app), key, *names]
+        return hashlib.sha256(json.dumps(request).encode()).hexdigest()
 
 
 def _keyed_request(app: APIGatewayRestResolver, body: BaseModel) -> dict[str, Any] | None:
@@ -329,11 +333,19 @@ def _keyed_request(app: APIGatewayRestResolver, body: BaseModel) -> dict[str, An
     key = header(app, IDEMPOTENCY_HEADER)
     if key is None:
         return None
+    _check_key(key)
+    return {"scope": _scope(app), "key": key, "body": body.model_dump(mode="json")}
+
+
+def _check_key(key: str) -> None:
     if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
         raise InvalidRequest(f"{IDEMPOTENCY_HEADER} must be 1-255 characters")
+
+
+def _scope(app: APIGatewayRestResolver) -> str:
+    """A key is the caller's own, per route template."""
     event = app.current_event
-    scope = f"{event.http_method} {event.resource} {caller(app).subject}"
-    return {"scope": scope, "key": key, "body": body.model_dump(mode="json")}
+    return f"{event.http_method} {event.resource} {caller(app).subject}"
 
 
 def _execute(

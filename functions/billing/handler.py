@@ -174,7 +174,7 @@ def credit_note(
     principal = caller(app)
     # The key is scoped to the route template: the invoice id goes into the hashed body.
     keyed = KeyedCreditNote(invoice_id=invoice_id, request=body)
-    token = idempotency.request_token(app, keyed)
+    token = idempotency.request_token(app, invoice_id)
 
     def action() -> tuple[int, IssuedCreditNote]:
         note = billing().issue_credit_note(

@@ -147,7 +147,7 @@ def create_payment(
     idempotency_key: RequiredIdempotencyKey,
 ) -> Response[PaymentView]:
     principal = caller(app)
-    token = idempotency.request_token(app, body)
+    token = idempotency.request_token(app)
 
     def action() -> tuple[int, PaymentView]:
         payment = payments().create(principal, body, request_token=token)

@@ -108,9 +108,10 @@ class FaultPlan:
     transaction_conflict_rate: float = 0.0  # DynamoDB TransactWriteItems only
     timeout_after_rate: float = 0.0
     functions: tuple[str, ...] = ()
-    # At most this many crashes by all workers together since the plan was set (None:
-    # no limit). Each crash costs real time (a batch's visibility timeout, an API key's
-    # claim until the function's timeout): a short run proves crashes are survived
+    # This many crashes by all workers together since the plan was set, then none
+    # (None: no limit); one more if two workers draw a crash at the same moment.
+    # Each crash costs real time (a batch's visibility timeout, an API key's claim
+    # until the function's timeout): a short run proves crashes are survived
     # without paying for every one its rate would bring.
     crash_limit: int | None = None
 

@@ -71,7 +71,8 @@ DEMO_SUBSCRIBERS = (
 )
 LINES_PREFIX_VARIABLE = "SIMULATOR_LINES_PARAMETER_PREFIX"
 RATE_RULE_RUNS_PER_ADVANCE = 8  # a rate rule's latest runs fired by one clock advance
-# What this process's own clients talk to (the deploy, pollers, scheduler, seeding).
+# What this process's own clients talk to (the deploy, pollers, scheduler, seeding);
+# the workers' are worker_main.CLIENT_SERVICES (that file loads before any project code).
 RUNTIME_SERVICES = (
     "cloudformation",
     "s3",

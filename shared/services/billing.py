@@ -50,6 +50,7 @@ from shared.cycles import BillCycle, cycle_containing
 from shared.errors import (
     ActivePlanExists,
     Conflict,
+    IdempotencyKeyReused,
     InsufficientBalance,
     InvalidRequest,
     NotFound,
@@ -589,10 +590,11 @@ class BillingService:
         """Against an issued invoice: it lands on the subscriber's next invoice
         (reducing its taxable value) and in this invoice's history.
 
-        ``request_token`` names the request (its idempotency key's digest): the note
+        ``request_token`` names the request (web.Idempotency.request_token): the note
         takes its id from it, so a retry of a request that committed and then failed
         (its answer lost; the idempotency record is dropped when an attempt raises)
-        returns that note instead of crediting again."""
+        returns that note instead of crediting again, and one with another amount or
+        reason is refused (IdempotencyKeyReused)."""
         if amount_paise <= 0:
             raise InvalidRequest("amount_paise must be positive")
         credit_note_id = f"CN-{(request_token or uuid.uuid4().hex)[:12].upper()}"
@@ -600,9 +602,12 @@ class BillingService:
             record = self.invoice(invoice_id)
             issued = [n for n in record.credit_notes if n.credit_note_id == credit_note_id]
             if issued:
+                note = issued[0]
+                if (note.amount_paise, note.reason) != (amount_paise, reason):
+                    raise IdempotencyKeyReused("this key issued a credit note with another body")
                 # Announced again: the attempt that issued it may have died before that.
-                self._announce_credit_note(record, issued[0])
-                return issued[0]
+                self._announce_credit_note(record, note)
+                return note
             if record.status is InvoiceStatus.VOID:
                 raise InvoiceNotCreditable(f"{invoice_id} is void")
             room = record.invoice.taxable_value_paise - record.credited_paise
@@ -633,6 +638,8 @@ class BillingService:
                     detail_type="CreditNoteIssued",
                     source=SOURCE,
                     occurred_at=note.issued_at,
+                    # Announced again by a retry: the same id, so the audit keeps one.
+                    event_id=f"CreditNoteIssued-{note.credit_note_id}",
                     correlation_id=note.against_invoice_id,
                     detail={
                         "user_id": record.invoice.subscriber.user_id,

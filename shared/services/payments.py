@@ -63,6 +63,7 @@ from shared.errors import (
     Conflict,
     DomainError,
     Forbidden,
+    IdempotencyKeyReused,
     InvalidRequest,
     NotFound,
     PlanNotAllowed,
@@ -370,17 +371,17 @@ class PaymentService:
     def create(
         self, principal: Principal, request: PaymentRequest, request_token: str | None = None
     ) -> Payment:
-        """A payment, sent to the gateway. ``request_token`` names the request (its
-        idempotency key's digest): the payment takes its id from it, so a retry of a
-        request that committed and then failed (its answer lost; the idempotency
+        """A payment, sent to the gateway. ``request_token`` names the request
+        (web.Idempotency.request_token): the payment takes its id from it, so a retry
+        of a request that committed and then failed (its answer lost; the idempotency
         record is dropped when an attempt raises) finds that payment instead of
-        charging again."""
+        charging again, and one with another body is refused (IdempotencyKeyReused)."""
         require_owner_or(principal, request.user_id, staff={Role.AGENT})
         ensure_no_card_data(request.model_dump(mode="json"))
-        payment_id = keyed_payment_id(request_token) if request_token else new_payment_id()
-        if request_token and (made := self._made_already(payment_id)) is not None:
-            return made  # before the checks: the invoice it paid may be paid by now
         method, token = _method_and_token(request)
+        payment_id = keyed_payment_id(request_token) if request_token else new_payment_id()
+        if request_token and (made := self._made_already(payment_id, request, token)):
+            return made  # before the checks: the invoice it paid may be paid by now
         subscriber = self._subscribers.get_subscriber(request.user_id)
         purpose, amount = self._purpose_and_amount(subscriber, request)
         now = self._clock.now()
@@ -405,18 +406,30 @@ class PaymentService:
         try:
             self._store.create(payment)
         except PaymentExists:  # the same request's retry, concurrently
-            return self._resumed(self._store.get(payment_id))
+            return self._resumed(self._store.get(payment_id), request, token)
         return self._charge(payment)
 
-    def _made_already(self, payment_id: str) -> Payment | None:
+    def _made_already(self, payment_id: str, request: PaymentRequest, token: str) -> Payment | None:
         try:
-            return self._resumed(self._store.get(payment_id))
+            return self._resumed(self._store.get(payment_id), request, token)
         except PaymentNotFound:
             return None
 
-    def _resumed(self, payment: Payment) -> Payment:
-        """A payment an earlier attempt of the request made: sent to the gateway now
-        if that attempt died before (a repeated reference gets its first transaction)."""
+    def _resumed(self, payment: Payment, request: PaymentRequest, token: str) -> Payment:
+        """A payment an earlier attempt of the request made, if it is this request's:
+        sent to the gateway now if that attempt died before (a repeated reference
+        gets its first transaction)."""
+        asked = (request.user_id, request.invoice_id, request.plan_id, request.method, token)
+        made = (
+            payment.user_id,
+            payment.invoice_id,
+            payment.plan_id,
+            payment.method,
+            payment.gateway_token,
+        )
+        amount = request.amount_paise
+        if asked != made or (amount is not None and amount != payment.amount_paise):
+            raise IdempotencyKeyReused("this key made a payment with another body")
         if payment.status is PaymentStatus.PENDING and payment.gateway_txn_id is None:
             return self._charge(payment)
         return payment

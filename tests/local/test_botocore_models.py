@@ -16,7 +16,8 @@ from infra.local import botocore_models
 
 @pytest.fixture(autouse=True)
 def _sharing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Turned on for the test only: monkeypatch puts botocore's own back after."""
+    """On for the test: monkeypatch puts back what was there (botocore's own, or the
+    wrapper a runtime started earlier in this process installed for good)."""
     monkeypatch.setattr(botocore.session, "create_loader", botocore.session.create_loader)
     botocore_models.share_with_every_session()
 

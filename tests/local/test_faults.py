@@ -201,8 +201,16 @@ def test_a_timeout_after_the_request_leaves_the_item_written(
 
 
 def test_a_plan_whose_crashes_are_spent_lets_requests_through(
-    injected_client: Callable[[FaultPlan], Any], aws: Any, table: str, tmp_path: Path
+    injected_client: Callable[[FaultPlan], Any],
+    aws: Any,
+    table: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    def crash(where: str) -> None:  # in this process: a failure, not the end of pytest
+        raise AssertionError(f"crashed before {where}")
+
+    monkeypatch.setattr(faults, "_crash", crash)
     client = injected_client(FaultPlan(crash_rate=1.0, crash_limit=1))
     spent = {
         **dataclasses.asdict(_crash_record()),
@@ -211,7 +219,7 @@ def test_a_plan_whose_crashes_are_spent_lets_requests_through(
     faults.record_path(tmp_path).write_text(json.dumps(spent) + "\n")
     pk = f"SPARED#{uuid.uuid4()}"
 
-    client.put_item(TableName=table, Item=_item(pk))  # a crash would end this process
+    client.put_item(TableName=table, Item=_item(pk))
 
     assert _stored(aws, table, pk)
     assert len(faults.read_injected(tmp_path)) == 1

@@ -5,8 +5,9 @@
    month's last live days: the quiet days before are skipped (workload.Profile).
 2. activations: new lines through the real workflow; the network fails some
    attempts for a while and one line in eight for good (escalated).
-3. rating: the month's CDRs in clock steps; mid-month, a tenth of the postpaid
-   subscribers change plan (their client replays the request once).
+3. rating: the month's CDRs in clock steps; mid-month (the quick profile: on
+   its first live day), a tenth of the postpaid subscribers change plan (their
+   client replays the request once).
 4. bill run: the clock reaches the next 1st; the scheduled bill run invoices.
 5. late CDRs: records of the closed cycle arrive after it was billed.
 6. payments: most subscribers pay on time (UPI or card) through a gateway that

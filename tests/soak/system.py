@@ -49,6 +49,8 @@ CLIENTS = 6  # concurrent API clients
 RETRIES = 12  # a client's attempts at one request (5xx, dropped connection, key in progress)
 # Backoff doubles from 0.25 s up to this: a key held by a crashed attempt (its claim
 # lapses after the function's 10 s timeout) is tried again within 2 s of the lapse.
+# The 12 attempts span about 20 s: one crashed attempt per key, not two (the quick
+# profile's crashes are few; the full profile's rate makes two on one key unlikely).
 BACKOFF_CAP_SECONDS = 2.0
 # 409s that mean "not now": the key's first attempt still holds it (it crashed; its
 # claim lapses after the function's timeout), or a concurrent change won the race.

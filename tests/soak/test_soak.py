@@ -128,7 +128,7 @@ def _write_usage(workload: Workload, outcome: Outcome) -> None:
         "postpaid": sum(1 for line in lines if line.postpaid),
         "simulated_days": (workload.month_end - workload.month_start).days,
         # Days on the clock before the bill run: the daily sweeps ran on these only.
-        "live_days": (workload.month_end - workload.live_from).days,
+        "live_days": workload.profile.live_days or (workload.month_end - workload.month_start).days,
         "cdrs_sent": workload.cdrs_sent,
         "cdrs_unique": compute(lines, workload.all_records).rated_records,
         "seconds": outcome.seconds,

@@ -473,6 +473,8 @@ def test_a_payment_retried_after_its_attempt_failed_past_the_charge_charges_once
     body = _payment_body(postpaid)
     with pytest.raises(ConnectionError):
         system.pay(body, key="k-retried")
+    reused = system.pay({**body, "vpa": "someone@okaxis"}, key="k-retried")
+    assert (reused.status, reused.error_code) == (422, "IDEMPOTENCY_KEY_REUSED")
     payment_id = accepted(system.pay(body, key="k-retried"))
 
     for webhook in system.outbox():

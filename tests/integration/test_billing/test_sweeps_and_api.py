@@ -262,6 +262,11 @@ def test_a_credit_note_retried_after_its_commit_failed_credits_once(
     monkeypatch.setattr(EventBridgePublisher, "publish", down_once)
     with pytest.raises(ConnectionError):
         billing.api("POST", path, resource, admin, body=body, idempotency_key=key)
+    other_body = {**body, "amount_paise": 6_000}
+    reused = parse_response(
+        billing.api("POST", path, resource, admin, body=other_body, idempotency_key=key)
+    )
+    assert (reused.status, reused.error_code) == (422, "IDEMPOTENCY_KEY_REUSED")
     retry = parse_response(
         billing.api("POST", path, resource, admin, body=body, idempotency_key=key)
     )
@@ -278,6 +283,20 @@ def test_a_credit_note_retried_after_its_commit_failed_credits_once(
     assert other.status == 201, other.body
     assert other.body["credit_note_id"] != retry.body["credit_note_id"]
     assert DynamoBillingStore().get_invoice(invoice_id).credited_paise == 10_000
+
+
+def test_a_credit_note_announced_again_carries_its_first_event_id(
+    billing: Billing, postpaid: Any
+) -> None:
+    invoice_id = issue_december(billing, postpaid)
+    token = "ab" * 32  # one request, issued twice: the second attempt finds the note
+
+    first = billing.service.issue_credit_note(invoice_id, 5_000, "outage", "ops", token)
+    again = billing.service.issue_credit_note(invoice_id, 5_000, "outage", "ops", token)
+
+    assert again == first
+    ids = {e["detail"]["event_id"] for e in billing.events("CreditNoteIssued")}
+    assert ids == {f"CreditNoteIssued-{first.credit_note_id}"}  # the audit keeps one
 
 
 def test_invoice_api_authorization_and_the_pdf(billing: Billing, postpaid: Any) -> None:
