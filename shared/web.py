@@ -313,33 +313,33 @@ class Idempotency:
 
     @staticmethod
     def request_token(app: APIGatewayRestResolver, *names: str) -> str | None:
-        """A stable hex name for what the Idempotency-Key names: its route, caller and
-        key, and ``names`` (the resource a route template leaves out); None without a
-        key. An action that names what it creates after it finds, on a retry, what
-        an earlier attempt created: Powertools drops the key's record when an attempt
-        raises, even after its commit (a lost answer), and the retry runs again. The
-        body is left out, so the action can refuse a retry with another body (422),
-        as the record would have."""
-        key = header(app, IDEMPOTENCY_HEADER)
+        """A stable hex digest of the key's route, caller and key, plus ``names``
+        (the resource the route template leaves out); None without a key.
+
+        Powertools drops a key's record when an attempt raises, even one that
+        raised after its commit (a lost answer), so the retry runs the action
+        again. An action that ids what it creates by this token finds the earlier
+        attempt's work instead of doing it twice. The body is left out, so the
+        action can refuse a retry with another body (422), as the record would."""
+        key = _idempotency_key(app)
         if key is None:
             return None
-        _check_key(key)
-        request = [_scope(app), key, *names]
-        return hashlib.sha256(json.dumps(request).encode()).hexdigest()
+        return hashlib.sha256(json.dumps([_scope(app), key, *names]).encode()).hexdigest()
 
 
 def _keyed_request(app: APIGatewayRestResolver, body: BaseModel) -> dict[str, Any] | None:
     """What the idempotency record is keyed and validated on; None without a key."""
-    key = header(app, IDEMPOTENCY_HEADER)
+    key = _idempotency_key(app)
     if key is None:
         return None
-    _check_key(key)
     return {"scope": _scope(app), "key": key, "body": body.model_dump(mode="json")}
 
 
-def _check_key(key: str) -> None:
-    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+def _idempotency_key(app: APIGatewayRestResolver) -> str | None:
+    key = header(app, IDEMPOTENCY_HEADER)
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
         raise InvalidRequest(f"{IDEMPOTENCY_HEADER} must be 1-255 characters")
+    return key
 
 
 def _scope(app: APIGatewayRestResolver) -> str:

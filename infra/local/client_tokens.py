@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.local.meter import REPLAYED_TRANSACTION, buffered_body
+from infra.local.serving import run_to_end
 
 TRANSACT_WRITE_ITEMS = "DynamoDB_20120810.TransactWriteItems"
 TOKEN_LIFETIME_SECONDS = 600.0  # DynamoDB's: 10 minutes after the first request
@@ -67,7 +68,7 @@ class TransactionTokens:
         if earlier is not None:
             environ[REPLAYED_TRANSACTION] = True
             return _replay(earlier, digest, start_response)
-        status, headers, answer = _run(app, environ)
+        status, headers, answer = run_to_end(app, environ)
         if status.startswith("200"):
             with self._lock:  # the token's 10 minutes run from the request's end
                 self._answers[token] = _Answer(digest, self._clock(), status, headers, answer)
@@ -86,19 +87,6 @@ def _token(body: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None  # moto answers a malformed request itself
     return token if isinstance(token, str) else None
-
-
-def _run(app: WsgiApp, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-    started: list[tuple[str, list[tuple[str, str]]]] = []
-    written: list[bytes] = []
-
-    def capture(status: str, headers: list[tuple[str, str]], _exc_info: Any = None) -> Any:
-        started[:] = [(status, list(headers))]
-        return written.append  # WSGI's legacy write()
-
-    chunks = list(app(environ, capture))
-    status, headers = started[0]
-    return status, headers, b"".join(written + chunks)
 
 
 def _replay(earlier: _Answer, digest: str, start_response: Any) -> Iterable[bytes]:

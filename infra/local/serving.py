@@ -75,7 +75,7 @@ class KeepAliveHandler(WSGIRequestHandler):
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         self.environ = environ
         try:
-            status, headers, response_body = _respond(self.server.app, environ)
+            status, headers, response_body = run_to_end(self.server.app, environ)
         except Exception:
             log.exception("%s %s failed", self.command, self.path)
             status, headers, response_body = "500 INTERNAL SERVER ERROR", [], b"internal error"
@@ -128,7 +128,7 @@ def _whole_body(environ: dict[str, Any], headers: Any) -> bytes:
     return body
 
 
-def _respond(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+def run_to_end(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
     """Runs the WSGI app to the end: its status, headers and whole body. Nothing is
     sent before the app returns, so an error page (``exc_info``) may always replace
     what it started."""
