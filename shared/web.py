@@ -9,7 +9,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder, Route
@@ -39,10 +39,14 @@ from shared.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from shared.idempotency_claims import ClaimOwner
 from shared.logs import service_logger
 from shared.settings import get_settings
 from shared.staff_actions import bus as staff_bus
 from shared.staff_actions import staff_action
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -268,8 +272,10 @@ class Idempotency:
 
     def __init__(self, function_name: str) -> None:
         settings = get_settings()
+        self._claims = ClaimOwner()
         self._persistence = DynamoDBPersistenceLayer(
             table_name=settings.table_name,
+            boto3_client=self._claims.client(),
             key_attr=PK,
             sort_key_attr=SK,
             static_pk_value=f"IDEMPOTENCY#{function_name}",
@@ -287,6 +293,11 @@ class Idempotency:
             config=self._config,
         )(_execute)
 
+    @property
+    def records_client(self) -> DynamoDBClient:
+        """The DynamoDB client of the key records (tests make it misbehave)."""
+        return self._persistence.client
+
     def register(self, context: LambdaContext) -> None:
         self._config.register_lambda_context(context)
 
@@ -302,7 +313,8 @@ class Idempotency:
             status, payload = action()
             return json_response(status, payload)
         try:
-            stored: dict[str, Any] = self._run(request=request, action=action)
+            with self._claims.attempt():
+                stored: dict[str, Any] = self._run(request=request, action=action)
         except IdempotencyValidationError:
             raise IdempotencyKeyReused(
                 f"this {IDEMPOTENCY_HEADER} was used with a different request body"

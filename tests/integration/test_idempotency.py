@@ -3,10 +3,20 @@ response and changes nothing more; the same key with another body is refused."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
+import boto3
+import pytest
+from botocore.awsrequest import AWSPreparedRequest
+from botocore.exceptions import ReadTimeoutError
+
+from functions.plans import handler as plans_handler
 from shared.clock import FixedClock
 from shared.db import DynamoSubscriptionStore
+from shared.idempotency_claims import CLAIM_OWNER_ATTRIBUTE
 from tests.apigw import Caller
 from tests.integration.conftest import Api, Aws, MakeSubscriber
 
@@ -136,3 +146,79 @@ def test_an_overlong_key_is_bad_input(
     assert result.status == 422
     assert result.error_code == "VALIDATION_ERROR"
     assert store.get_active("u1") is None
+
+
+class ClaimRace:
+    """The next claim of a key (the conditional PutItem of its record) meets one of
+    two mishaps on its way to DynamoDB: ``lost_answer``, DynamoDB applies it and the
+    answer is lost, so the SDK sends it again; or ``other_attempt``, another
+    attempt's claim of the same key lands just before it."""
+
+    def __init__(self, mishap: str) -> None:
+        self.mishap = mishap
+        self.happened = False
+        self._direct = boto3.client("dynamodb")  # the same moto table, no hooks
+
+    def __call__(self, request: AWSPreparedRequest, **_: Any) -> None:
+        if self.happened:
+            return
+        self.happened = True
+        claim = json.loads(request.body)
+        if self.mishap == "other_attempt":
+            claim["Item"][CLAIM_OWNER_ATTRIBUTE] = {"S": "another attempt"}
+        self._direct.put_item(**claim)
+        if self.mishap == "lost_answer":
+            raise ReadTimeoutError(endpoint_url=request.url)
+
+
+@pytest.fixture
+def claim_race(aws: Aws) -> Iterator[Callable[[str], ClaimRace]]:
+    events = plans_handler.idempotency.records_client.meta.events
+    installed: list[ClaimRace] = []
+
+    def install(mishap: str) -> ClaimRace:
+        race = ClaimRace(mishap)
+        # First: moto's own handler answers before-send, and later ones go unasked.
+        events.register_first("before-send.dynamodb.PutItem", race)
+        installed.append(race)
+        return race
+
+    yield install
+    for race in installed:
+        events.unregister("before-send.dynamodb.PutItem", race)
+
+
+def test_a_claim_applied_with_its_answer_lost_is_still_the_requests_own(
+    api: Api,
+    store: DynamoSubscriptionStore,
+    make_subscriber: MakeSubscriber,
+    claim_race: Callable[[str], ClaimRace],
+) -> None:
+    """The SDK's resend finds the request's own claim: the purchase goes on at once,
+    not refused as "in progress" (to every retry too) until the claim expired."""
+    make_subscriber("u1", wallet_paise=100_000)
+    race = claim_race("lost_answer")
+
+    first = api.post("/subscribe", SMART, as_user="u1", key="k1")
+
+    assert race.happened
+    assert first.status == 201, first.body
+    assert api.post("/subscribe", SMART, as_user="u1", key="k1").body == first.body
+    assert store.wallet_balance("u1") == 100_000 - 29_900  # debited once
+
+
+def test_a_key_claimed_by_another_attempt_is_in_progress(
+    api: Api,
+    store: DynamoSubscriptionStore,
+    make_subscriber: MakeSubscriber,
+    claim_race: Callable[[str], ClaimRace],
+) -> None:
+    make_subscriber("u1", wallet_paise=100_000)
+    race = claim_race("other_attempt")
+
+    second = api.post("/subscribe", SMART, as_user="u1", key="k1")
+
+    assert race.happened
+    assert second.status == 409
+    assert second.error_code == "IDEMPOTENCY_IN_PROGRESS"
+    assert store.wallet_balance("u1") == 100_000  # the other attempt's to make
