@@ -51,6 +51,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
@@ -98,7 +99,8 @@ class FaultPlan:
     """Per-request probabilities of each fault, for the functions named.
 
     ``functions``: substrings of a function's physical name or logical id (any
-    match selects it); empty selects every function.
+    match selects it); empty selects every function. ``crash_functions``: the
+    same, for the selected functions that may crash; empty lets every one.
     """
 
     seed: int = 0
@@ -114,9 +116,11 @@ class FaultPlan:
     # until the function's timeout): a short run proves crashes are survived
     # without paying for every one its rate would bring.
     crash_limit: int | None = None
+    crash_functions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "functions", tuple(self.functions))
+        object.__setattr__(self, "crash_functions", tuple(self.crash_functions))
         for kind in FaultKind:
             rate = self.rate(kind)
             if not (math.isfinite(rate) and 0.0 <= rate <= 1.0):
@@ -127,7 +131,7 @@ class FaultPlan:
             or self.crash_limit < 1
         ):
             raise ValueError(f"crash_limit must be a whole number from 1, not {self.crash_limit}")
-        if any(not name for name in self.functions):
+        if any(not name for name in (*self.functions, *self.crash_functions)):
             raise ValueError("an empty function filter would select every function")
 
     def rate(self, kind: FaultKind) -> float:
@@ -135,21 +139,22 @@ class FaultPlan:
         return rate
 
     def targets(self, function_name: str, logical_id: str = "") -> bool:
-        if not self.functions:
-            return True
-        return any(part in function_name or part in logical_id for part in self.functions)
+        return _selects(self.functions, function_name, logical_id)
+
+    def may_crash(self, function_name: str, logical_id: str = "") -> bool:
+        return _selects(self.crash_functions, function_name, logical_id)
 
     def unmatched_filters(self, functions: Iterable[tuple[str, str]]) -> list[str]:
-        """The ``functions`` entries that select none of ``(name, logical id)``: typos."""
+        """The filter entries that select none of ``(name, logical id)``: typos."""
         known = list(functions)
         return [
             part
-            for part in self.functions
+            for part in (*self.functions, *self.crash_functions)
             if not any(part in name or part in logical_id for name, logical_id in known)
         ]
 
     def to_json(self) -> str:
-        return json.dumps({**dataclasses.asdict(self), "functions": list(self.functions)})
+        return json.dumps(dataclasses.asdict(self))  # tuples become lists
 
     @classmethod
     def from_json(cls, text: str) -> FaultPlan:
@@ -161,6 +166,11 @@ class FaultPlan:
         if unknown:
             raise ValueError(f"unknown fault plan fields: {sorted(unknown)}")
         return cls(**data)
+
+
+def _selects(filters: tuple[str, ...], function_name: str, logical_id: str) -> bool:
+    """Whether any filter is part of the name or logical id (no filters: yes)."""
+    return not filters or any(part in function_name or part in logical_id for part in filters)
 
 
 def applies(kind: FaultKind, service: str, operation: str) -> bool:
@@ -185,10 +195,16 @@ class FaultDice:
         # A str seed is hashed with SHA-512: the same stream in any process.
         self._random = random.Random(f"{plan.seed}/{stream}")  # noqa: S311 - dice
 
-    def roll(self, service: str, operation: str) -> FaultKind | None:
+    def roll(
+        self, service: str, operation: str, crash_allowed: Callable[[], bool] | None = None
+    ) -> FaultKind | None:
+        """The request's fault, if any. A crash drawn where ``crash_allowed()`` says
+        no (asked only then) gives way to the next kind drawn."""
         draws = [(kind, self._random.random()) for kind in FaultKind]
         for kind, draw in draws:
             if draw < self.plan.rate(kind) and applies(kind, service, operation):
+                if kind is FaultKind.CRASH and crash_allowed and not crash_allowed():
+                    continue
                 return kind
         return None
 
@@ -297,11 +313,11 @@ class FaultInjector:
         service, _dot, operation = event_name.partition(".")[2].partition(".")
         with self._lock:
             dice = self._current_dice()
-            kind = dice.roll(service, operation) if dice is not None else None
-            if kind is None or dice is None:
+            if dice is None:
                 return None
-            if kind is FaultKind.CRASH and self._crashes_spent(dice.plan):
-                return None  # the draw is spent all the same: the stream stays aligned
+            kind = dice.roll(service, operation, partial(self._may_crash, dice.plan))
+            if kind is None:
+                return None
             conflicting = (
                 dice.pick(max(1, _transact_item_count(request)))
                 if kind is FaultKind.TRANSACTION_CONFLICT
@@ -337,6 +353,12 @@ class FaultInjector:
         if not plan.targets(self._function_name, self._logical_id):
             return None
         return FaultDice(plan, self._stream)
+
+    def _may_crash(self, plan: FaultPlan) -> bool:
+        """This function is one the plan crashes, and its crashes are not spent."""
+        return plan.may_crash(self._function_name, self._logical_id) and not (
+            self._crashes_spent(plan)
+        )
 
     def _crashes_spent(self, plan: FaultPlan) -> bool:
         """Whether the plan's crash limit is reached: crashes recorded (by any worker)

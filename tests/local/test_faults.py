@@ -95,6 +95,17 @@ def test_the_function_filter_matches_names_and_logical_ids() -> None:
     ]
 
 
+def test_the_crash_filter_narrows_crashes_to_the_functions_it_names() -> None:
+    plan = FaultPlan(crash_rate=1.0, functions=("Rating", "Api"), crash_functions=("Rating",))
+
+    assert plan.may_crash("TbCss-UsageRatingFn-1A2B", "UsageRatingFnABC")
+    assert not plan.may_crash("TbCss-x-1", "BillingApiFn123")
+    assert FaultPlan().may_crash("anything")
+    assert FaultPlan(crash_functions=("Rtaing",)).unmatched_filters(
+        [("TbCss-UsageRatingFn-1A2B", "UsageRatingFnABC")]
+    ) == ["Rtaing"]
+
+
 # --- one botocore client with the injector, against the runtime's moto -----------------------
 
 
@@ -357,6 +368,24 @@ def test_a_plan_stops_crashing_workers_at_its_crash_limit(
     assert crashed.function_error == "Unhandled"
     assert spared.function_error is None
     assert spared.payload["event"] == {"n": 2}
+
+
+def test_a_function_outside_the_crash_filter_gets_its_other_faults_but_no_crash(
+    faulty: LocalRuntime, deployment: Deployment
+) -> None:
+    echo = function_named(deployment, "Echo")
+    before = len(faulty.fault_records())
+    plan = FaultPlan(
+        crash_rate=1.0, timeout_before_rate=1.0, functions=("Echo",), crash_functions=("Slow",)
+    )
+    faulty.set_faults(plan)
+
+    result = _invoke(faulty, echo, {"n": 4})
+
+    # Every draw crashes, then times out: the crash is passed over, the timeout is not.
+    assert result.payload["errorType"] == "ReadTimeoutError"
+    kinds = [r.kind for r in _new_records(faulty, before) if r.function == echo]
+    assert kinds == [FaultKind.TIMEOUT_BEFORE] * 4
 
 
 def test_only_the_functions_named_get_faults(faulty: LocalRuntime, deployment: Deployment) -> None:
