@@ -272,15 +272,14 @@ class Idempotency:
 
     def __init__(self, function_name: str) -> None:
         settings = get_settings()
-        self._claims = ClaimOwner()
         self._persistence = DynamoDBPersistenceLayer(
             table_name=settings.table_name,
-            boto3_client=self._claims.client(),
             key_attr=PK,
             sort_key_attr=SK,
             static_pk_value=f"IDEMPOTENCY#{function_name}",
             expiry_attr=TTL_ATTRIBUTE,
         )
+        self._claims = ClaimOwner(self._persistence)
         self._config = IdempotencyConfig(
             event_key_jmespath="[scope, key]",
             payload_validation_jmespath="body",

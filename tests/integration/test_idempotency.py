@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import pytest
@@ -148,15 +148,21 @@ def test_an_overlong_key_is_bad_input(
     assert store.get_active("u1") is None
 
 
-class ClaimRace:
-    """The next claim of a key (the conditional PutItem of its record) meets one of
-    two mishaps on its way to DynamoDB: ``lost_answer``, DynamoDB applies it and the
-    answer is lost, so the SDK sends it again; or ``other_attempt``, another
-    attempt's claim of the same key lands just before it."""
+Mishap = Literal["lost_answer", "late_copy", "other_attempt"]
 
-    def __init__(self, mishap: str) -> None:
+
+class ClaimRace:
+    """The next claim of a key (the conditional PutItem of its record) meets a mishap
+    on its way to DynamoDB:
+    - ``lost_answer``: DynamoDB applies it and the answer is lost: the SDK resends it;
+    - ``late_copy``: it is held up (the SDK resends it) and arrives later, when the
+      test delivers it (``deliver_late_copy``);
+    - ``other_attempt``: another attempt's claim of the key lands just before it."""
+
+    def __init__(self, mishap: Mishap) -> None:
         self.mishap = mishap
         self.happened = False
+        self._held: dict[str, Any] = {}
         self._direct = boto3.client("dynamodb")  # the same moto table, no hooks
 
     def __call__(self, request: AWSPreparedRequest, **_: Any) -> None:
@@ -164,21 +170,32 @@ class ClaimRace:
             return
         self.happened = True
         claim = json.loads(request.body)
+        if self.mishap == "late_copy":
+            self._held = claim
+            raise ReadTimeoutError(endpoint_url=request.url)
         if self.mishap == "other_attempt":
             claim["Item"][CLAIM_OWNER_ATTRIBUTE] = {"S": "another attempt"}
         self._direct.put_item(**claim)
         if self.mishap == "lost_answer":
             raise ReadTimeoutError(endpoint_url=request.url)
 
+    def deliver_late_copy(self) -> bool:
+        """Whether DynamoDB took the held-up copy."""
+        try:
+            self._direct.put_item(**self._held)
+        except self._direct.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
 
 @pytest.fixture
-def claim_race(aws: Aws) -> Iterator[Callable[[str], ClaimRace]]:
+def claim_race(aws: Aws) -> Iterator[Callable[[Mishap], ClaimRace]]:
     events = plans_handler.idempotency.records_client.meta.events
     installed: list[ClaimRace] = []
 
-    def install(mishap: str) -> ClaimRace:
+    def install(mishap: Mishap) -> ClaimRace:
         race = ClaimRace(mishap)
-        # First: moto's own handler answers before-send, and later ones go unasked.
+        # Before moto's own before-send handler, whose answer ends the asking.
         events.register_first("before-send.dynamodb.PutItem", race)
         installed.append(race)
         return race
@@ -192,7 +209,7 @@ def test_a_claim_applied_with_its_answer_lost_is_still_the_requests_own(
     api: Api,
     store: DynamoSubscriptionStore,
     make_subscriber: MakeSubscriber,
-    claim_race: Callable[[str], ClaimRace],
+    claim_race: Callable[[Mishap], ClaimRace],
 ) -> None:
     """The SDK's resend finds the request's own claim: the purchase goes on at once,
     not refused as "in progress" (to every retry too) until the claim expired."""
@@ -211,7 +228,7 @@ def test_a_key_claimed_by_another_attempt_is_in_progress(
     api: Api,
     store: DynamoSubscriptionStore,
     make_subscriber: MakeSubscriber,
-    claim_race: Callable[[str], ClaimRace],
+    claim_race: Callable[[Mishap], ClaimRace],
 ) -> None:
     make_subscriber("u1", wallet_paise=100_000)
     race = claim_race("other_attempt")
@@ -222,3 +239,19 @@ def test_a_key_claimed_by_another_attempt_is_in_progress(
     assert second.status == 409
     assert second.error_code == "IDEMPOTENCY_IN_PROGRESS"
     assert store.wallet_balance("u1") == 100_000  # the other attempt's to make
+
+
+def test_a_late_copy_of_a_claim_does_not_undo_the_stored_answer(
+    api: Api,
+    store: DynamoSubscriptionStore,
+    make_subscriber: MakeSubscriber,
+    claim_race: Callable[[Mishap], ClaimRace],
+) -> None:
+    make_subscriber("u1", wallet_paise=100_000)
+    race = claim_race("late_copy")
+    first = api.post("/subscribe", SMART, as_user="u1", key="k1")
+
+    assert first.status == 201, first.body
+    assert not race.deliver_late_copy()  # the record is finished: not a claim any more
+    assert api.post("/subscribe", SMART, as_user="u1", key="k1").body == first.body
+    assert store.wallet_balance("u1") == 100_000 - 29_900
