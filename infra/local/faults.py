@@ -85,7 +85,8 @@ ATTEMPT_PATTERN = re.compile(r"attempt=(\d+)")
 
 
 class FaultKind(StrEnum):
-    """In the order a request's draws are tested: the first that hits wins."""
+    """In the order a request's draws are tested: the first that hits wins (but a
+    crash the plan does not allow there, which gives way to the next)."""
 
     CRASH = "crash"
     TIMEOUT_BEFORE = "timeout_before"
@@ -145,12 +146,12 @@ class FaultPlan:
         return _selects(self.crash_functions, function_name, logical_id)
 
     def unmatched_filters(self, functions: Iterable[tuple[str, str]]) -> list[str]:
-        """The filter entries that select none of ``(name, logical id)``: typos."""
+        """The filter entries that select none of ``(name, logical id)``: typos. A
+        crash filter must select one of the functions the plan selects."""
         known = list(functions)
-        return [
-            part
-            for part in (*self.functions, *self.crash_functions)
-            if not any(part in name or part in logical_id for name, logical_id in known)
+        selected = [function for function in known if self.targets(*function)]
+        return [part for part in self.functions if not _selects_one(part, known)] + [
+            part for part in self.crash_functions if not _selects_one(part, selected)
         ]
 
     def to_json(self) -> str:
@@ -171,6 +172,10 @@ class FaultPlan:
 def _selects(filters: tuple[str, ...], function_name: str, logical_id: str) -> bool:
     """Whether any filter is part of the name or logical id (no filters: yes)."""
     return not filters or any(part in function_name or part in logical_id for part in filters)
+
+
+def _selects_one(part: str, functions: Iterable[tuple[str, str]]) -> bool:
+    return any(_selects((part,), name, logical_id) for name, logical_id in functions)
 
 
 def applies(kind: FaultKind, service: str, operation: str) -> bool:

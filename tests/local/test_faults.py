@@ -34,10 +34,17 @@ STREAM = "test#1"  # the in-process injector's random stream
 
 
 def test_a_plan_round_trips_through_json() -> None:
-    plan = FaultPlan(seed=7, crash_rate=0.01, throttle_rate=0.2, functions=("Rating", "Api"))
+    plan = FaultPlan(
+        seed=7,
+        crash_rate=0.01,
+        throttle_rate=0.2,
+        functions=("Rating", "Api"),
+        crash_functions=("Rating",),
+    )
 
     assert FaultPlan.from_json(plan.to_json()) == plan
     assert json.loads(plan.to_json())["functions"] == ["Rating", "Api"]
+    assert json.loads(plan.to_json())["crash_functions"] == ["Rating"]
 
 
 @pytest.mark.parametrize(
@@ -48,6 +55,7 @@ def test_a_plan_round_trips_through_json() -> None:
         ('{"crash_rate": NaN}', "crash_rate must be within"),
         ('{"typo_rate": 1}', "unknown fault plan fields"),
         ('{"functions": [""]}', "empty function filter"),
+        ('{"crash_functions": [""]}', "empty function filter"),
         ('{"crash_limit": 0}', "crash_limit must be a whole number from 1"),
         ('{"crash_limit": 2.5}', "crash_limit must be a whole number from 1"),
         ('{"crash_limit": true}', "crash_limit must be a whole number from 1"),
@@ -101,9 +109,29 @@ def test_the_crash_filter_narrows_crashes_to_the_functions_it_names() -> None:
     assert plan.may_crash("TbCss-UsageRatingFn-1A2B", "UsageRatingFnABC")
     assert not plan.may_crash("TbCss-x-1", "BillingApiFn123")
     assert FaultPlan().may_crash("anything")
-    assert FaultPlan(crash_functions=("Rtaing",)).unmatched_filters(
-        [("TbCss-UsageRatingFn-1A2B", "UsageRatingFnABC")]
-    ) == ["Rtaing"]
+    deployed = [("TbCss-UsageRatingFn-1A2B", "UsageRatingFnABC"), ("TbCss-x-1", "BillingApiFn1")]
+    assert FaultPlan(crash_functions=("Rtaing",)).unmatched_filters(deployed) == ["Rtaing"]
+    # Deployed, but outside the plan's functions: it could never crash.
+    outside = FaultPlan(functions=("Rating",), crash_functions=("BillingApi",))
+    assert outside.unmatched_filters(deployed) == ["BillingApi"]
+
+
+def test_a_crash_the_plan_does_not_allow_gives_way_to_the_next_kind_drawn() -> None:
+    plan = FaultPlan(crash_rate=1.0, timeout_before_rate=1.0)
+    asked: list[str] = []
+
+    def refuse() -> bool:
+        asked.append("crash?")
+        return False
+
+    assert FaultDice(plan, STREAM).roll("dynamodb", "PutItem", refuse) is FaultKind.TIMEOUT_BEFORE
+    assert (
+        FaultDice(dataclasses.replace(plan, crash_rate=0.0), STREAM).roll(
+            "dynamodb", "PutItem", refuse
+        )
+        is FaultKind.TIMEOUT_BEFORE
+    )
+    assert asked == ["crash?"]  # asked only when a crash was drawn
 
 
 # --- one botocore client with the injector, against the runtime's moto -----------------------
@@ -376,7 +404,10 @@ def test_a_function_outside_the_crash_filter_gets_its_other_faults_but_no_crash(
     echo = function_named(deployment, "Echo")
     before = len(faulty.fault_records())
     plan = FaultPlan(
-        crash_rate=1.0, timeout_before_rate=1.0, functions=("Echo",), crash_functions=("Slow",)
+        crash_rate=1.0,
+        timeout_before_rate=1.0,
+        functions=("Echo", "Slow"),
+        crash_functions=("Slow",),
     )
     faulty.set_faults(plan)
 
