@@ -3,7 +3,7 @@ invariants against the reference computed from the deduplicated input.
 
 ``TBCSS_SOAK_PROFILE=quick`` (the default, in `make test`): 40 subscribers,
 1,500 CDRs, the month's last 5 days on the clock, one crash (mid-batch); 1 to
-1.2 minutes on 2 cores. ``full`` (`make soak`): 2,000 subscribers, 100,000 CDRs, the
+1.3 minutes on 2 cores. ``full`` (`make soak`): 2,000 subscribers, 100,000 CDRs, the
 whole month, 25 to 40 minutes. Either way the run's metered AWS usage, per phase, goes to
 ``bench/results/soak-usage-<profile>.json`` for the cost model (`make bench-cost`).
 """
