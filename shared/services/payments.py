@@ -411,9 +411,10 @@ class PaymentService:
 
     def _made_already(self, payment_id: str, request: PaymentRequest, token: str) -> Payment | None:
         try:
-            return self._resumed(self._store.get(payment_id), request, token)
+            payment = self._store.get(payment_id)
         except PaymentNotFound:
-            return None
+            return None  # the first attempt of the request (or one that made nothing)
+        return self._resumed(payment, request, token)
 
     def _resumed(self, payment: Payment, request: PaymentRequest, token: str) -> Payment:
         """A payment an earlier attempt of the request made, if it is this request's:

@@ -17,7 +17,7 @@ from shared.clock import IST
 from shared.events import EventBridgePublisher
 from shared.models import SubscriberType
 from shared.stores.billing import DynamoBillingStore
-from tests.apigw import Caller, parse_response
+from tests.apigw import Caller, HttpResult, parse_response
 from tests.integration.conftest import MakeSubscriber
 from tests.integration.test_billing.conftest import Billing, at_ist
 
@@ -202,30 +202,33 @@ def test_a_plan_expiry_whose_release_answer_was_lost_is_still_announced(
     assert announced() == [active.subscription_id]
 
 
+CREDIT_NOTES = "/invoices/{invoice_id}/credit-notes"
+
+
+def post_credit_note(
+    billing: Billing, invoice_id: str, who: Caller, body: dict[str, Any], key: str
+) -> HttpResult:
+    path = CREDIT_NOTES.format(invoice_id=invoice_id)
+    return parse_response(
+        billing.api("POST", path, CREDIT_NOTES, who, body=body, idempotency_key=key)
+    )
+
+
 def test_a_credit_note_shows_in_the_history_and_on_the_next_invoice(
     billing: Billing, postpaid: Any
 ) -> None:
     invoice_id = issue_december(billing, postpaid)
     admin = Caller("ops-admin", "admin")
     body = {"amount_paise": 10_000, "reason": "Network outage on 20 Nov"}
-    path, resource = f"/invoices/{invoice_id}/credit-notes", "/invoices/{invoice_id}/credit-notes"
     key = str(uuid.uuid4())
-    first = parse_response(
-        billing.api("POST", path, resource, admin, body=body, idempotency_key=key)
-    )
-    replay = parse_response(
-        billing.api("POST", path, resource, admin, body=body, idempotency_key=key)
-    )
+    first = post_credit_note(billing, invoice_id, admin, body, key)
+    replay = post_credit_note(billing, invoice_id, admin, body, key)
     assert first.status == 201, first.body
     assert replay.body == first.body  # the same key: one credit note
-    agent = parse_response(
-        billing.api("POST", path, resource, Caller("a1", "agent"), body=body, idempotency_key="k2")
-    )
+    agent = post_credit_note(billing, invoice_id, Caller("a1", "agent"), body, "k2")
     assert agent.status == 403
     too_much = {"amount_paise": 10_000_000, "reason": "typo"}
-    refused = parse_response(
-        billing.api("POST", path, resource, admin, body=too_much, idempotency_key="k3")
-    )
+    refused = post_credit_note(billing, invoice_id, admin, too_much, "k3")
     assert (refused.status, refused.error_code) == (409, "CREDIT_EXCEEDS_INVOICE")
 
     shown = billing.get(f"/invoices/{invoice_id}", "/invoices/{invoice_id}", admin).body
@@ -248,7 +251,6 @@ def test_a_credit_note_retried_after_its_commit_failed_credits_once(
     invoice_id = issue_december(billing, postpaid)
     admin = Caller("ops-admin", "admin")
     body = {"amount_paise": 5_000, "reason": "Network outage on 20 Nov"}
-    path, resource = f"/invoices/{invoice_id}/credit-notes", "/invoices/{invoice_id}/credit-notes"
     key = str(uuid.uuid4())
     publish = EventBridgePublisher.publish
     calls = {"n": 0}
@@ -261,15 +263,10 @@ def test_a_credit_note_retried_after_its_commit_failed_credits_once(
 
     monkeypatch.setattr(EventBridgePublisher, "publish", down_once)
     with pytest.raises(ConnectionError):
-        billing.api("POST", path, resource, admin, body=body, idempotency_key=key)
-    other_body = {**body, "amount_paise": 6_000}
-    reused = parse_response(
-        billing.api("POST", path, resource, admin, body=other_body, idempotency_key=key)
-    )
+        post_credit_note(billing, invoice_id, admin, body, key)
+    reused = post_credit_note(billing, invoice_id, admin, {**body, "amount_paise": 6_000}, key)
     assert (reused.status, reused.error_code) == (422, "IDEMPOTENCY_KEY_REUSED")
-    retry = parse_response(
-        billing.api("POST", path, resource, admin, body=body, idempotency_key=key)
-    )
+    retry = post_credit_note(billing, invoice_id, admin, body, key)
 
     assert retry.status == 201, retry.body
     record = DynamoBillingStore().get_invoice(invoice_id)
@@ -277,9 +274,7 @@ def test_a_credit_note_retried_after_its_commit_failed_credits_once(
     assert record.credited_paise == 5_000
     announced = billing.events("CreditNoteIssued")
     assert [e["detail"]["credit_note_id"] for e in announced] == [retry.body["credit_note_id"]]
-    other = parse_response(  # another key is another note
-        billing.api("POST", path, resource, admin, body=body, idempotency_key=str(uuid.uuid4()))
-    )
+    other = post_credit_note(billing, invoice_id, admin, body, str(uuid.uuid4()))  # another note
     assert other.status == 201, other.body
     assert other.body["credit_note_id"] != retry.body["credit_note_id"]
     assert DynamoBillingStore().get_invoice(invoice_id).credited_paise == 10_000
