@@ -74,7 +74,7 @@ fuzz: $(STAMP)
 	TBCSS_FUZZ_PROFILE=long $(PYTEST) -s tests/fuzz
 
 # A simulated month under injected faults, checked against a reference computed from
-# the deduplicated input (tests/soak): the quick profile (40 subscribers) in `make test`,
+# the deduplicated input (tests/soak): the quick profile (32 subscribers) in `make test`,
 # issue 10's 2,000 subscribers and 100,000 CDRs in `make soak`.
 test-soak: $(STAMP)
 	$(PYTEST) tests/soak

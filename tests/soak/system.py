@@ -39,7 +39,7 @@ from shared.models import Subscriber, SubscriberStatus, SubscriberType
 from shared.network_lines import line_registry
 from shared.services.subscriptions import SubscriptionService
 from shared.simulation import SimulatorKnobs
-from tests.soak.workload import PREPAID_WALLET_PAISE, Line
+from tests.soak.workload import PREPAID_WALLET_PAISE, Line, Profile
 
 log = logging.getLogger("tbcss.soak")
 T = TypeVar("T")
@@ -60,10 +60,6 @@ AGENT = ("soak-agent", "agent")
 KNOBS_PARAMETER = "/tbcss/dev/simulator-knobs"
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 VISIBILITY_TIMEOUT_SECONDS = 5
-# Billing terms, compressed as the month is: a bill falls due 3 days after its bill
-# date (15 as deployed by default) and is overdue, and the line blocked, 2 days later.
-INVOICE_DUE_DAYS = 3
-OVERDUE_GRACE_DAYS = 2
 
 
 def free_port() -> int:
@@ -74,11 +70,11 @@ def free_port() -> int:
 
 
 class SoakSystem:
-    def __init__(self, state_dir: Path, start_at: datetime) -> None:
+    def __init__(self, state_dir: Path, start_at: datetime, profile: Profile) -> None:
         context = {
             **LOCAL_CONTEXT,
-            "invoice_due_days": INVOICE_DUE_DAYS,
-            "overdue_grace_days": OVERDUE_GRACE_DAYS,
+            "invoice_due_days": profile.invoice_due_days,
+            "overdue_grace_days": profile.overdue_grace_days,
         }
         self.runtime = LocalRuntime(
             RuntimeOptions(port=free_port(), state_dir=state_dir, seed=True, context=context)

@@ -1,11 +1,12 @@
 """Issue 10's soak: a simulated month on the local runtime under faults, then the
 invariants against the reference computed from the deduplicated input.
 
-``TBCSS_SOAK_PROFILE=quick`` (the default, in `make test`): 40 subscribers,
-1,500 CDRs, the month's last 5 days on the clock, one crash (mid-batch); 1 to
-1.3 minutes on 2 cores. ``full`` (`make soak`): 2,000 subscribers, 100,000 CDRs, the
-whole month, 25 to 40 minutes. Either way the run's metered AWS usage, per phase, goes to
-``bench/results/soak-usage-<profile>.json`` for the cost model (`make bench-cost`).
+``TBCSS_SOAK_PROFILE=quick`` (the default, in `make test`): 32 subscribers,
+1,200 CDRs, the month's last day and the days to the overdue blocks on the clock,
+one crash (a rating batch's); under a minute on 2 cores. ``full`` (`make soak`):
+2,000 subscribers, 100,000 CDRs, the whole month, 25 to 40 minutes. Either way the
+run's metered AWS usage, per phase, goes to ``bench/results/soak-usage-<profile>.json``
+for the cost model (`make bench-cost`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def test_a_month_under_faults_loses_nothing_and_counts_nothing_twice() -> None:
     month_end = next_month_start(month_start + timedelta(days=1))
     workload = build(profile, month_start, month_end)
     state_dir = ROOT / ".tbcss" / f"soak-{profile.name}"
-    with SoakSystem(state_dir, start_at=workload.live_from) as system:
+    with SoakSystem(state_dir, start_at=workload.live_from, profile=profile) as system:
         outcome = Month(workload, system).play()
         _write_usage(workload, outcome)
         print(_summary(workload, outcome))

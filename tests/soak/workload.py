@@ -56,17 +56,25 @@ class Profile:
     # days before are skipped with their daily sweeps, which find nothing to do then
     # (no bill, expiry or overdue before the next 1st) and cost most of a small run.
     live_days: int | None = None
+    # Billing terms, compressed as the month is (15 and 7 days as deployed by
+    # default): a bill falls due this many days after its bill date, and is overdue,
+    # its line blocked, the grace days after that. Every day on the clock costs the
+    # daily sweeps' real time.
+    invoice_due_days: int = 3
+    overdue_grace_days: int = 2
 
 
 PROFILES = {
     "quick": Profile(
         "quick",
-        subscribers=40,
-        cdrs=1_500,
+        subscribers=32,
+        cdrs=1_200,
         usage_steps=2,
         activations=4,
         disconnections=3,
-        live_days=5,
+        live_days=1,
+        invoice_due_days=1,
+        overdue_grace_days=1,
     ),
     "full": Profile(
         "full", subscribers=2_000, cdrs=100_000, usage_steps=6, activations=24, disconnections=20
