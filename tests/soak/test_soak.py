@@ -3,7 +3,7 @@ invariants against the reference computed from the deduplicated input.
 
 ``TBCSS_SOAK_PROFILE=quick`` (the default, in `make test`): 32 subscribers,
 1,200 CDRs, the month's last day and the days to the overdue blocks on the clock,
-one crash (a rating batch's); under a minute on 2 cores. ``full`` (`make soak`):
+one crash (a rating batch's); under a minute alone on 2 cores. ``full`` (`make soak`):
 2,000 subscribers, 100,000 CDRs, the whole month, 25 to 40 minutes. Either way the
 run's metered AWS usage, per phase, goes to ``bench/results/soak-usage-<profile>.json``
 for the cost model (`make bench-cost`).

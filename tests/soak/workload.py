@@ -62,6 +62,9 @@ class Profile:
     # daily sweeps' real time.
     invoice_due_days: int = 3
     overdue_grace_days: int = 2
+    # The gateway's webhooks follow the API's answer by this much real time; with 0
+    # they race it (either may land first) and no payment round waits for them.
+    webhook_delay_seconds: int = 1
 
 
 PROFILES = {
@@ -75,6 +78,7 @@ PROFILES = {
         live_days=1,
         invoice_due_days=1,
         overdue_grace_days=1,
+        webhook_delay_seconds=0,
     ),
     "full": Profile(
         "full", subscribers=2_000, cdrs=100_000, usage_steps=6, activations=24, disconnections=20
