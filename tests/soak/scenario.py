@@ -64,14 +64,15 @@ JANITOR_STEP = timedelta(minutes=20)  # the payments janitor runs every 15 minut
 FAULTS = {
     "quick": FaultPlan(
         seed=20261126,
-        # Rates that make a run without some kind unlikely: 4 to 18 of each kind a
-        # run over eight runs (the test fails a run that proved nothing about one). The crash hits a
-        # rating batch, at one of its requests, once: Kinesis hands the batch
-        # straight back, where a crashed SQS batch waits out its 5 s visibility
-        # timeout and a keyed API call its function's 10 s timeout (its idempotency
-        # claim holds the key), real time a one-minute run cannot spare. UsageRating
-        # makes some 35 requests a run: none crashes in about 1 run in 20,000. The
-        # full profile crashes some 30 times, in any function.
+        # Rates that make a run without some kind unlikely: 4 to 18 of each kind but
+        # crashes a run over eight runs (the test fails a run that proved nothing
+        # about one). The crash hits a rating batch, at one of its requests, once:
+        # Kinesis hands the batch straight back, where a crashed SQS batch waits out
+        # its 5 s visibility timeout and a keyed API call its function's 10 s timeout
+        # (its idempotency claim holds the key), real time a one-minute run cannot
+        # spare. UsageRating makes some 35 to 45 requests a run (estimated from one
+        # run's injected timeouts): a run without a crash is rarer than 1 in 20,000.
+        # The full profile crashes some 30 times, in any function.
         crash_rate=0.25,
         crash_limit=1,
         crash_functions=("UsageRating",),
